@@ -360,7 +360,7 @@ def validate(cfg: Config) -> list[str]:
         problems.append(f"schedule.warmup_steps must be >= 0, got {s.warmup_steps}")
     if s.max_steps is not None and s.warmup_steps > s.max_steps:
         problems.append(f"schedule.warmup_steps ({s.warmup_steps}) must not exceed schedule.max_steps ({s.max_steps})")
-    if s.min_lr < 0 or s.min_lr > o.lr:
+    if s.min_lr < 0 or (o.lr > 0 and s.min_lr > o.lr):
         problems.append(f"schedule.min_lr ({s.min_lr}) must be between 0 and optim.lr ({o.lr})")
     if not 0.0 <= m.dropout < 1.0:
         problems.append(f"model.dropout must be in [0, 1), got {m.dropout}")
