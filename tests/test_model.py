@@ -1,4 +1,7 @@
-"""TinyGPT: names, counts, init, causality, KV cache, dropout, length limit, mlx-lm parity."""
+"""TinyGPT: names, counts, init, causality, KV cache, dropout, length limit, mlx-lm parity.
+
+conftest.py imports tinygpt_mlx first, so the fast BLAS is loaded before mlx.core.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ import mlx.nn as nn
 import pytest
 from mlx.utils import tree_flatten
 
-import tinygpt_mlx  # noqa: F401 - fast BLAS before mlx.core
 from tinygpt_mlx.config import ModelConfig
 from tinygpt_mlx.model import TinyGPT, count_params_closed_form, flops_per_token
 
