@@ -1,0 +1,325 @@
+"""Checkpoint folders that are either complete or invisible: atomic writes, a manifest written last.
+
+A run folder holds one folder per save, `step-0000500/`, with `model.safetensors`, `optimizer.safetensors`,
+`state.json`, `config.yaml`, `tokenizer/` and, written last, `manifest.json` (sha256 and size of every
+other file). A save is written into `.tmp-*` inside the run folder, every file fsynced, then renamed into
+place, so a crash at any moment leaves either the old set of checkpoints or the new one. `last` and `best`
+are relative symlinks swapped with os.replace, so they always point at a complete folder.
+Readers trust a folder only when its manifest exists and every file matches it.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+import yaml
+from mlx.utils import tree_flatten, tree_unflatten
+
+from tinygpt_mlx.config import Config, from_dict, to_yaml
+from tinygpt_mlx.errors import UserError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "state.json"
+CONFIG_FILE = "config.yaml"
+TOKENIZER_DIR = "tokenizer"
+REQUIRED = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, CONFIG_FILE, f"{TOKENIZER_DIR}/tokenizer.json")
+LINKS = ("last", "best")
+TMP_PREFIX = ".tmp-"
+_STEP_RE = re.compile(r"^step-(\d+)$")
+
+
+def step_dir_name(step: int) -> str:
+    """Folder name of the checkpoint at `step` (zero-padded so names sort by step)."""
+    return f"step-{step:07d}"
+
+
+def step_of(path: Path) -> int | None:
+    """The step encoded in a checkpoint folder name, or None for any other name."""
+    match = _STEP_RE.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+# ---------------------------------------------------------------- RNG state (python, numpy, mlx)
+
+def capture_rng() -> dict[str, Any]:
+    """JSON-able states of the python, numpy and mlx global generators."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "mlx": mx.random.state[0].tolist(),
+    }
+
+
+def restore_rng(rng: dict[str, Any]) -> None:
+    """Put the global generators back to a state from `capture_rng`."""
+    version, internal, gauss = rng["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = rng["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    # mx.random.state cannot be assigned, but seed(s) sets the key to [s >> 32, s & 0xffffffff].
+    hi, lo = rng["mlx"]
+    mx.random.seed((int(hi) << 32) | int(lo))
+
+
+# ---------------------------------------------------------------- writing
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _save_arrays(path: Path, arrays: dict[str, mx.array]) -> None:
+    mx.save_safetensors(str(path), arrays, metadata={"format": "mlx"})
+    _fsync_path(path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def clean_stale(run_dir: Path) -> None:
+    """Remove `.tmp-*` leftovers of a save or delete that crashed."""
+    for path in run_dir.glob(f"{TMP_PREFIX}*"):
+        if path.is_symlink() or path.is_file():
+            path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    model: nn.Module,
+    optimizer: optim.Optimizer,
+    cfg: Config,
+    tokenizer: Any,
+    state: dict[str, Any],
+) -> Path:
+    """Write `step-NNNNNNN/` atomically and point `last` at it; returns the folder."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale(run_dir)
+    final = run_dir / step_dir_name(step)
+    tmp = run_dir / f"{TMP_PREFIX}{final.name}-{os.getpid()}"
+    try:
+        tmp.mkdir()
+        _save_arrays(tmp / MODEL_FILE, dict(tree_flatten(model.parameters())))
+        _save_arrays(tmp / OPTIMIZER_FILE, dict(tree_flatten(optimizer.state)))
+        _write_text(tmp / STATE_FILE, json.dumps(state, indent=1) + "\n")
+        _write_text(tmp / CONFIG_FILE, to_yaml(cfg))
+        tokenizer.save(tmp / TOKENIZER_DIR)
+        for path in (tmp / TOKENIZER_DIR).iterdir():
+            _fsync_path(path)
+        _fsync_path(tmp / TOKENIZER_DIR)
+        files = {p.relative_to(tmp).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+                 for p in _files(tmp)}
+        # The manifest is the commit record: a folder without it is never read.
+        manifest = {"format_version": FORMAT_VERSION, "step": step, "files": files}
+        _write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+        _fsync_path(tmp)
+        if final.exists():  # saving the same step twice (e.g. interrupted right after a resume)
+            os.rename(final, run_dir / f"{TMP_PREFIX}old-{final.name}")
+        os.rename(tmp, final)
+        _fsync_path(run_dir)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(err, OSError):
+            raise
+        reason = os.strerror(err.errno) if err.errno else str(err)
+        hint = " (disk full)" if err.errno == errno.ENOSPC else ""
+        raise UserError(f"could not write checkpoint {final}: {reason}{hint}; earlier checkpoints are intact") from err
+    clean_stale(run_dir)
+    update_link(run_dir, "last", final)
+    return final
+
+
+def update_link(run_dir: str | Path, name: str, target: Path) -> None:
+    """Point the symlink run_dir/name (`last` or `best`) at target, atomically."""
+    run_dir = Path(run_dir)
+    tmp_link = run_dir / f"{TMP_PREFIX}link-{name}-{os.getpid()}"
+    tmp_link.unlink(missing_ok=True)
+    os.symlink(target.name, tmp_link)  # relative, so a run folder can be moved or copied
+    os.replace(tmp_link, run_dir / name)
+    _fsync_path(run_dir)
+
+
+def rotate_checkpoints(run_dir: str | Path, keep_last_k: int) -> list[Path]:
+    """Delete all but the newest keep_last_k checkpoints, never the newest or what a link points at."""
+    run_dir = Path(run_dir)
+    folders = [p for p in _step_folders(run_dir) if (p / MANIFEST).is_file()]
+    protected = {p.resolve() for p in folders[-max(keep_last_k, 1):]}
+    protected |= {(run_dir / name).resolve() for name in LINKS if (run_dir / name).is_symlink()}
+    deleted = []
+    for folder in folders:
+        if folder.resolve() in protected:
+            continue
+        try:
+            # Rename first so a half-deleted folder is never mistaken for a checkpoint.
+            doomed = run_dir / f"{TMP_PREFIX}delete-{folder.name}"
+            os.rename(folder, doomed)
+            shutil.rmtree(doomed)
+            deleted.append(folder)
+        except OSError as err:
+            log.warning("could not delete old checkpoint %s (%s); training continues", folder, err)
+    return deleted
+
+
+# ---------------------------------------------------------------- reading
+
+def _step_folders(run_dir: Path) -> list[Path]:
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.iterdir() if p.is_dir() and not p.is_symlink() and step_of(p) is not None]
+    return sorted(found, key=lambda p: step_of(p) or 0)
+
+
+def verify_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Check the manifest and every file's size and sha256; returns the manifest or raises UserError."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise UserError(f"checkpoint {path} is incomplete: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        raise UserError(f"checkpoint {path} has an unreadable {MANIFEST}") from None
+    for name in REQUIRED:
+        if name not in files:
+            raise UserError(f"checkpoint {path} is incomplete: {name} is not in its manifest")
+    for name, expected in files.items():
+        file = path / name
+        if not file.is_file():
+            raise UserError(f"checkpoint {path} is incomplete: {name} is missing")
+        size = file.stat().st_size
+        if size != expected["bytes"]:
+            raise UserError(f"checkpoint file {file} is corrupt: {size} bytes, manifest says {expected['bytes']} "
+                            "(truncated?)")
+        if _sha256(file) != expected["sha256"]:
+            raise UserError(f"checkpoint file {file} is corrupt: sha256 does not match the manifest")
+    return manifest
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete, verified checkpoint folders of a run, oldest first; others are skipped with a warning."""
+    good = []
+    for folder in _step_folders(Path(run_dir)):
+        try:
+            verify_checkpoint(folder)
+            good.append(folder)
+        except UserError as err:
+            log.warning("skipping %s", err)
+    return good
+
+
+def find_resume(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint in run_dir (what `--resume auto` picks), or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A step folder from a step folder, a `last`/`best` link, or a run folder (meaning its `last`)."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        raise UserError(f"checkpoint not found: {path}")
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"checkpoint link {path} points at a missing folder")
+    if (path / MANIFEST).exists() or step_of(path.resolve()) is not None:
+        return path.resolve()
+    last = path / "last"
+    if last.is_symlink() and last.exists():
+        return last.resolve()
+    newest = find_resume(path)
+    if newest is None:
+        raise UserError(f"no complete checkpoint in {path}")
+    return newest
+
+
+@dataclass
+class Checkpoint:
+    """A verified checkpoint in memory: arrays, training state, config and where the tokenizer lives."""
+
+    path: Path
+    step: int
+    state: dict[str, Any]
+    cfg: Config
+    weights: dict[str, mx.array]
+    optimizer_state: dict[str, mx.array]
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.path / TOKENIZER_DIR
+
+    def restore_optimizer(self, optimizer: optim.Optimizer) -> None:
+        """Give optimizer the saved state (before the compiled step captures it)."""
+        optimizer.state = tree_unflatten(list(self.optimizer_state.items()))
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Verify and load a checkpoint (step folder, `last`/`best` link, or run folder)."""
+    folder = resolve_checkpoint(path)
+    verify_checkpoint(folder)
+    state = json.loads((folder / STATE_FILE).read_text())
+    cfg = from_dict(yaml.safe_load((folder / CONFIG_FILE).read_text()))
+    return Checkpoint(
+        path=folder,
+        step=int(state["step"]),
+        state=state,
+        cfg=cfg,
+        weights=mx.load(str(folder / MODEL_FILE)),
+        optimizer_state=mx.load(str(folder / OPTIMIZER_FILE)),
+    )
+
+
+def load_for_inference(path: str | Path) -> tuple[Any, Any, Config, dict[str, Any]]:
+    """(model in eval mode, tokenizer, config, state) from a step folder, link or run folder."""
+    from tinygpt_mlx.model import TinyGPT
+    from tinygpt_mlx.tokenizers import load_tokenizer
+
+    ckpt = load_checkpoint(path)
+    # The embedding's rows are the model's vocabulary (it may exceed the tokenizer's).
+    model = TinyGPT(ckpt.cfg.model, ckpt.weights["wte.weight"].shape[0])
+    model.load_weights(list(ckpt.weights.items()), strict=True)
+    model.eval()
+    mx.eval(model.parameters())
+    return model, load_tokenizer(ckpt.tokenizer_dir), ckpt.cfg, ckpt.state
