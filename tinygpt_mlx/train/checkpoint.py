@@ -185,7 +185,7 @@ def update_link(run_dir: str | Path, name: str, target: Path) -> None:
 def rotate_checkpoints(run_dir: str | Path, keep_last_k: int) -> list[Path]:
     """Delete all but the newest keep_last_k checkpoints, never the newest or what a link points at."""
     run_dir = Path(run_dir)
-    folders = [p for p in _step_folders(run_dir) if (p / MANIFEST).is_file()]
+    folders = [p for p in step_folders(run_dir) if (p / MANIFEST).is_file()]
     protected = {p.resolve() for p in folders[-max(keep_last_k, 1):]}
     protected |= {(run_dir / name).resolve() for name in LINKS if (run_dir / name).is_symlink()}
     deleted = []
@@ -205,7 +205,8 @@ def rotate_checkpoints(run_dir: str | Path, keep_last_k: int) -> list[Path]:
 
 # ---------------------------------------------------------------- reading
 
-def _step_folders(run_dir: Path) -> list[Path]:
+def step_folders(run_dir: Path) -> list[Path]:
+    """Folders named like checkpoints (complete or not), oldest first."""
     if not run_dir.is_dir():
         return []
     found = [p for p in run_dir.iterdir() if p.is_dir() and not p.is_symlink() and step_of(p) is not None]
@@ -242,7 +243,7 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Complete, verified checkpoint folders of a run, oldest first; others are skipped with a warning."""
     good = []
-    for folder in _step_folders(Path(run_dir)):
+    for folder in step_folders(Path(run_dir)):
         try:
             verify_checkpoint(folder)
             good.append(folder)
@@ -290,6 +291,17 @@ class Checkpoint:
     def tokenizer_dir(self) -> Path:
         return self.path / TOKENIZER_DIR
 
+    @property
+    def tokenizer_fingerprint(self) -> str | None:
+        """The saved tokenizer's fingerprint (vocabulary + merges), without building it."""
+        meta = self.tokenizer_dir / "tinygpt_tokenizer.json"
+        return json.loads(meta.read_text()).get("fingerprint") if meta.is_file() else None
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the saved embedding: the model's vocabulary."""
+        return int(self.weights["wte.weight"].shape[0])
+
     def restore_optimizer(self, optimizer: optim.Optimizer) -> None:
         """Give optimizer the saved state (before the compiled step captures it)."""
         optimizer.state = tree_unflatten(list(self.optimizer_state.items()))
@@ -318,7 +330,7 @@ def load_for_inference(path: str | Path) -> tuple[Any, Any, Config, dict[str, An
 
     ckpt = load_checkpoint(path)
     # The embedding's rows are the model's vocabulary (it may exceed the tokenizer's).
-    model = TinyGPT(ckpt.cfg.model, ckpt.weights["wte.weight"].shape[0])
+    model = TinyGPT(ckpt.cfg.model, ckpt.vocab_size)
     model.load_weights(list(ckpt.weights.items()), strict=True)
     model.eval()
     mx.eval(model.parameters())
