@@ -94,10 +94,10 @@ def test_adapter_save_load_round_trip(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"rank": 0}, "rank must be a positive integer"),
-     ({"rank": -2}, "rank must be a positive integer"),
+    [({"rank": 0}, "LoRA rank must be a positive integer"),
+     ({"rank": -2}, "LoRA rank must be a positive integer"),
      ({"modules": ["c_attn", "q_proj"]}, "unknown LoRA module(s) 'q_proj'"),
-     ({"last_k_layers": 0}, "last_k_layers must be positive")],
+     ({"last_k_layers": 0}, "LoRA last_k_layers must be positive")],
 )
 def test_bad_settings_are_refused_clearly(kwargs, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -51,24 +51,29 @@ class LoRASettings:
     dropout: float
 
 
+LORA_ARG_NAMES = {"modules": "LoRA modules", "rank": "LoRA rank", "alpha": "LoRA alpha",
+                  "dropout": "LoRA dropout", "last_k_layers": "LoRA last_k_layers"}
+
+
 def check_lora_args(modules: Sequence[str], rank: int, alpha: float, dropout: float,
-                    last_k_layers: int | None, prefix: str = "") -> list[str]:
-    """Every problem with a LoRA setting (empty when sound); prefix names the config section in messages."""
+                    last_k_layers: int | None, names: dict[str, str] | None = None) -> list[str]:
+    """Every problem with a LoRA setting (empty when sound); names says what to call each setting."""
+    n = {**LORA_ARG_NAMES, **(names or {})}
     problems = []
     unknown = [m for m in modules if m not in MODULE_PATHS]
     if unknown:
-        problems.append(f"{prefix}unknown LoRA module(s) {', '.join(map(repr, unknown))}; "
+        problems.append(f"{n['modules']}: unknown LoRA module(s) {', '.join(map(repr, unknown))}; "
                         f"choose from {', '.join(MODULE_PATHS)}")
     if not modules:
-        problems.append(f"{prefix}LoRA needs at least one module")
+        problems.append(f"{n['modules']} must name at least one module")
     if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
-        problems.append(f"{prefix}LoRA rank must be a positive integer, got {rank!r}")
+        problems.append(f"{n['rank']} must be a positive integer, got {rank!r}")
     if alpha <= 0:
-        problems.append(f"{prefix}LoRA alpha must be positive, got {alpha}")
+        problems.append(f"{n['alpha']} must be positive, got {alpha}")
     if not 0.0 <= dropout < 1.0:
-        problems.append(f"{prefix}LoRA dropout must be in [0, 1), got {dropout}")
+        problems.append(f"{n['dropout']} must be in [0, 1), got {dropout}")
     if last_k_layers is not None and last_k_layers <= 0:
-        problems.append(f"{prefix}LoRA last_k_layers must be positive or null (all layers), got {last_k_layers}")
+        problems.append(f"{n['last_k_layers']} must be positive or null (all layers), got {last_k_layers}")
     return problems
 
 

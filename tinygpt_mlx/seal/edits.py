@@ -1,0 +1,59 @@
+"""Self-edits: the text a model writes about a context, from a template, to be trained on by the inner loop.
+
+SEAL's self-edits for knowledge incorporation are "implications" of a passage written by an instruction
+model. A TinyStories model follows no instructions, so the templates are story-shaped: it continues the
+context, retells it as a new story right after it (a small model reuses the names and things it has just
+seen), or goes on from "This means that". Any text with `{context}` is a template too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tinygpt_mlx.generate import generate_tokens
+
+if TYPE_CHECKING:
+    from tinygpt_mlx.model import TinyGPT
+    from tinygpt_mlx.seal.config import SealConfig
+    from tinygpt_mlx.tokenizers import Tokenizer
+
+TEMPLATES: dict[str, str] = {
+    "continuation": "{context}",
+    "restatement": "{context}<|endoftext|>Once upon a time",
+    "implications": "{context} This means that",
+}
+
+
+def template_text(template: str) -> str:
+    """The template's text: a named template, or the given text itself."""
+    return TEMPLATES.get(template, template)
+
+
+def prompt_ids(tokenizer: Tokenizer, template: str, context: str) -> list[int]:
+    """Token ids of the self-edit prompt: EOS (a story boundary) then the filled template."""
+    # str.replace, not str.format: stories may contain braces.
+    return [tokenizer.eos_id, *tokenizer.encode(template_text(template).replace("{context}", context))]
+
+
+@dataclass(frozen=True)
+class SelfEdit:
+    """One sampled self-edit: which template, the prompt ids it came from, and the generated text."""
+
+    template: str
+    prompt: list[int]
+    text: str
+
+
+def sample_edit(policy: TinyGPT, tokenizer: Tokenizer, context: str, template: str, seal: SealConfig,
+                seed: int) -> SelfEdit:
+    """Sample one self-edit for context from policy (seeded: the same seed gives the same text)."""
+    ids = prompt_ids(tokenizer, template, context)
+    new = generate_tokens(policy, ids, seal.edit_max_tokens, temperature=seal.edit_temperature,
+                          top_p=seal.edit_top_p, seed=seed, eos_id=tokenizer.eos_id)
+    return SelfEdit(template, ids, tokenizer.decode(list(new)).strip())
+
+
+def training_text(context: str, edit: str, include_context: bool) -> str:
+    """What the inner loop trains on: the self-edit, or context + self-edit."""
+    return f"{context} {edit}".strip() if include_context else edit
