@@ -1,0 +1,159 @@
+"""The training loop on real TinyStories text: every run artefact, metric values, best/last, init-from."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import mlx.core as mx
+import pytest
+import yaml
+
+from tinygpt_mlx.config import ConfigError, from_dict, load_config
+from tinygpt_mlx.errors import UserError
+from tinygpt_mlx.train import checkpoint as ck
+from tinygpt_mlx.train.metrics import read_metrics
+from tinygpt_mlx.train.schedule import build_schedule
+from tinygpt_mlx.train.trainer import total_steps_for, train
+
+B, T = 4, 32
+
+
+def tiny(run_dir: Path, cache: Path, data_dir: Path, **sections: dict) -> object:
+    """A 2-layer, 32-wide char model on 200 real stories; sections override single keys."""
+    raw = {
+        "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_seq_len": T},
+        "data": {"dataset": "local", "data_dir": str(data_dir), "max_stories": 200, "block_size": T,
+                 "batch_size": B, "cache_dir": str(cache), "num_workers": 1},
+        "optim": {"lr": 3e-3},
+        "schedule": {"max_steps": 12, "warmup_steps": 2, "min_lr": 3e-4},
+        "runtime": {"log_interval": 4},
+        "eval": {"eval_every": 6, "eval_subset": 2048, "sample_n": 2, "sample_max_new_tokens": 20},
+        "checkpoint": {"save_dir": str(run_dir), "save_every": 6, "keep_last_k": 5},
+    }
+    for section, values in sections.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    return from_dict(raw)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data_cache")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory, cache: Path, tinystories_dir: Path):
+    """One 12-step run shared by the artefact tests."""
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = tiny(run_dir, cache, tinystories_dir)
+    return cfg, train(cfg, live=False)
+
+
+def test_result_and_checkpoints(finished) -> None:
+    cfg, result = finished
+    run = Path(cfg.checkpoint.save_dir)
+    assert (result.step, result.total_steps, result.exit_code) == (12, 12, 0)
+    assert result.tokens_seen == 12 * B * T
+    assert sorted(result.losses) == list(range(1, 13))
+    assert [ck.step_of(p) for p in ck.list_checkpoints(run)] == [6, 12]
+    assert (run / "last").resolve() == run / "step-0000012" == result.last_checkpoint
+    evals = read_metrics(run / "metrics.jsonl", "eval")
+    best_step = min(evals, key=lambda r: r["val_loss"])["step"]
+    assert (run / "best").resolve() == run / ck.step_dir_name(best_step)
+    state = json.loads((run / "step-0000012" / "state.json").read_text())
+    assert state["step"] == 12 and state["tokens_seen"] == 12 * B * T
+    assert state["best"] == {"metric": "val_loss", "value": min(r["val_loss"] for r in evals), "step": best_step}
+    assert state["nonfinite"] == {"consecutive": 0, "total": 0}
+    assert set(state["rng"]) == {"python", "numpy", "mlx"} and "sampler" in state
+
+
+def test_run_config_and_env(finished) -> None:
+    cfg, _ = finished
+    run = Path(cfg.checkpoint.save_dir)
+    assert load_config(run / "run_config.yaml") == cfg
+    assert yaml.safe_load((run / "step-0000012" / "config.yaml").read_text()) == cfg.to_dict()
+    env = json.loads((run / "env.json").read_text())
+    assert {"git_sha", "python", "mlx", "numpy", "device", "blas"} <= set(env)
+
+
+def test_train_metrics_values(finished) -> None:
+    cfg, result = finished
+    records = read_metrics(Path(cfg.checkpoint.save_dir) / "metrics.jsonl", "train")
+    assert [r["step"] for r in records] == [4, 8, 12]
+    keys = {"type", "step", "tokens_seen", "loss", "lr", "grad_norm", "tokens_per_sec", "step_ms",
+            "peak_memory_bytes", "elapsed_s"}
+    schedule = build_schedule(cfg.optim, cfg.schedule, 12)
+    for r in records:
+        assert set(r) == keys
+        assert r["tokens_seen"] == r["step"] * B * T
+        assert r["loss"] == result.losses[r["step"]]
+        # The lr logged is the one the step used: the schedule at update r["step"] - 1.
+        assert r["lr"] == pytest.approx(schedule(mx.array(r["step"] - 1, mx.uint64)).item(), rel=1e-6)
+        assert r["grad_norm"] > 0 and r["tokens_per_sec"] > 0 and r["peak_memory_bytes"] > 0
+        assert r["tokens_per_sec"] == pytest.approx(B * T / (r["step_ms"] / 1000), rel=1e-6)
+    assert records[0]["elapsed_s"] <= records[1]["elapsed_s"] <= records[2]["elapsed_s"]
+    # Starts near a uniform guess over the char vocabulary and learns something in 12 steps.
+    vocab = ck.load_checkpoint(Path(cfg.checkpoint.save_dir)).vocab_size
+    assert abs(result.losses[1] - math.log(vocab)) < 0.3
+    assert result.losses[12] < result.losses[1] - 0.3
+
+
+def test_eval_and_sample_records(finished) -> None:
+    cfg, result = finished
+    path = Path(cfg.checkpoint.save_dir) / "metrics.jsonl"
+    evals = read_metrics(path, "eval")
+    assert [r["step"] for r in evals] == [6, 12]
+    for r in evals:
+        assert set(r) == {"type", "step", "tokens_seen", "val_loss", "val_ppl", "val_bpb"}
+        assert r["val_ppl"] == pytest.approx(math.exp(r["val_loss"]))
+        # Char tokens of mostly-ASCII text: about one byte per token, so bpb is close to loss / ln 2.
+        assert r["val_bpb"] == pytest.approx(r["val_loss"] / math.log(2), rel=0.05)
+        assert r["val_bpb"] <= r["val_loss"] / math.log(2)  # a non-ASCII character takes more than one byte
+    assert result.val_loss == evals[-1]["val_loss"] and result.val_bpb == evals[-1]["val_bpb"]
+    samples = read_metrics(path, "sample")
+    assert [r["step"] for r in samples] == [6, 6, 12, 12]
+    assert all(r["text"].startswith("Once upon a time") and len(r["text"]) > 16 for r in samples)
+
+
+def test_epochs_derive_steps() -> None:
+    cfg = from_dict({"schedule": {"max_steps": None, "epochs": 2.0, "warmup_steps": 0},
+                     "data": {"batch_size": 4, "block_size": 8}, "model": {"max_seq_len": 8}})
+    assert total_steps_for(cfg, 1000) == math.ceil(2 * 1000 / 32)
+    cfg.runtime.grad_accum_steps = 2
+    assert total_steps_for(cfg, 1000) == math.ceil(2 * 1000 / 64)
+
+
+def test_existing_run_needs_resume(finished, cache: Path, tinystories_dir: Path) -> None:
+    cfg, _ = finished
+    with pytest.raises(UserError, match="already holds checkpoints.*--resume auto"):
+        train(tiny(Path(cfg.checkpoint.save_dir), cache, tinystories_dir), live=False)
+
+
+def test_unknown_best_by(tmp_path: Path, cache: Path, tinystories_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="checkpoint.best_by"):
+        train(tiny(tmp_path, cache, tinystories_dir, checkpoint={"best_by": "accuracy"}), live=False)
+
+
+def test_init_from_loads_weights_only(finished, tmp_path: Path, cache: Path, tinystories_dir: Path) -> None:
+    cfg, _ = finished
+    source = ck.load_checkpoint(cfg.checkpoint.save_dir)
+    # One step at learning rate 0 (warmup starts at 0) leaves the loaded weights exactly as they were.
+    tuned_cfg = tiny(tmp_path / "ft", cache, tinystories_dir, schedule={"max_steps": 1, "warmup_steps": 1},
+                     model={"dropout": 0.1}, eval={"sample_n": 0})
+    result = train(tuned_cfg, init_from=cfg.checkpoint.save_dir, live=False)
+    tuned = ck.load_checkpoint(tmp_path / "ft")
+    assert result.step == 1 and tuned.state["step"] == 1
+    assert all(mx.array_equal(tuned.weights[k], v).item() for k, v in source.weights.items())
+    assert tuned.optimizer_state["states.0.step"].item() == 1  # a fresh optimizer
+
+
+def test_init_from_refuses_other_tokenizer_or_shape(finished, tmp_path: Path, cache: Path,
+                                                    tinystories_dir: Path) -> None:
+    cfg, _ = finished
+    wider = tiny(tmp_path / "a", cache, tinystories_dir, model={"d_model": 64})
+    with pytest.raises(UserError, match=r"different architecture: model\.d_model 32 -> 64"):
+        train(wider, init_from=cfg.checkpoint.save_dir, live=False)
+    fewer = tiny(tmp_path / "b", cache, tinystories_dir, data={"max_stories": 3})
+    with pytest.raises(UserError, match="tokenizer differs"):
+        train(fewer, init_from=cfg.checkpoint.save_dir, live=False)
