@@ -1,0 +1,119 @@
+"""prepare_data on the shared excerpt: token counts computed independently, meta.json, reuse, fingerprints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinygpt_mlx.config import Config, DataConfig
+from tinygpt_mlx.data.loader import TokenFile
+from tinygpt_mlx.data.prepare import check_fingerprint, prepare_data, token_dtype
+from tinygpt_mlx.errors import UserError
+from tinygpt_mlx.tokenizers import build_tokenizer, load_tokenizer
+
+
+def _stories(path: Path) -> list[str]:
+    """Stories as SOURCES.md describes the format: each followed by a line holding only <|endoftext|>."""
+    blocks, current = [], []
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if line == "<|endoftext|>":
+            blocks.append("\n".join(current).strip())
+            current = []
+        else:
+            current.append(line)
+    return [b for b in blocks if b]
+
+
+@pytest.fixture(scope="module")
+def char_prepared(tinystories_dir, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    cfg = Config(data=DataConfig(data_dir=str(tinystories_dir), tokenizer="char", cache_dir=str(cache)))
+    return cfg, prepare_data(cfg)
+
+
+def test_char_prepare_counts_match_the_text(char_prepared, tinystories_dir):
+    cfg, prep = char_prepared
+    train = _stories(tinystories_dir / "tinystories_train.txt")
+    val = _stories(tinystories_dir / "tinystories_valid.txt")
+    assert (len(train), len(val)) == (4042, 800)
+    meta = json.loads((prep.directory / "meta.json").read_text())
+    assert meta == prep.meta
+    assert meta["dtype"] == "uint16" and prep.dtype == np.uint16
+    for split, stories in (("train", train), ("val", val)):
+        info = meta["splits"][split]
+        # one token per character plus one EOS per story
+        assert info["tokens"] == sum(map(len, stories)) + len(stories)
+        assert info["stories"] == len(stories)
+        assert info["bytes"] == sum(len(s.encode("utf-8")) for s in stories)
+    assert meta["splits"]["train"]["tokens"] == 3455485  # the numbers in DATA.md
+    tok = prep.tokenizer
+    assert meta["tokenizer"] == {"kind": "char", "fingerprint": tok.fingerprint, "vocab_size": tok.vocab_size,
+                                 "eos_id": 0, "path": "tokenizer"}
+    assert tok.vocab_size == 2 + len(set("".join(train)))  # learned from train only
+    assert meta["source"]["description"] == f"local:{tinystories_dir.resolve()}"
+    assert "file names" in meta["split_rule"]
+    assert prep.directory.name.startswith("tinystories-char-all-")
+
+
+def test_token_files_decode_back_to_the_stories(char_prepared, tinystories_dir):
+    _, prep = char_prepared
+    train = _stories(tinystories_dir / "tinystories_train.txt")
+    tf = TokenFile(prep.train_path, prep.dtype)
+    assert len(tf) == prep.meta["splits"]["train"]["tokens"]
+    n = len(train[0]) + 1 + len(train[1]) + 1
+    assert prep.tokenizer.decode(tf.tokens[:n].tolist()) == f"{train[0]}<|endoftext|>{train[1]}<|endoftext|>"
+    assert int(tf.tokens[-1]) == prep.tokenizer.eos_id
+    assert int((tf.tokens == prep.tokenizer.eos_id).sum()) == 4042
+    # validation characters never seen in train become <unk> (id 1), not errors
+    val = _stories(tinystories_dir / "tinystories_valid.txt")
+    seen = set("".join(train))
+    unseen = sum(ch not in seen for s in val for ch in s)
+    assert int((TokenFile(prep.val_path, prep.dtype).tokens == 1).sum()) == unseen
+
+
+def test_second_call_reuses_and_incomplete_folder_rebuilds(char_prepared):
+    cfg, prep = char_prepared
+    mtime = prep.train_path.stat().st_mtime_ns
+    again = prepare_data(cfg)
+    assert again.directory == prep.directory and again.meta == prep.meta
+    assert prep.train_path.stat().st_mtime_ns == mtime  # not rewritten
+    assert again.tokenizer.fingerprint == prep.tokenizer.fingerprint
+    # a folder whose token file is truncated (an interrupted write) is not complete: rebuilt
+    with prep.val_path.open("r+b") as fh:
+        fh.truncate(10)
+    rebuilt = prepare_data(cfg)
+    assert rebuilt.meta["splits"] == prep.meta["splits"] and rebuilt.meta["created"] >= prep.meta["created"]
+    assert prep.val_path.stat().st_size == 2 * prep.meta["splits"]["val"]["tokens"]
+
+
+def test_fingerprint_mismatch_is_refused(char_prepared, tmp_path):
+    _, prep = char_prepared
+    check_fingerprint(prep.meta, load_tokenizer(prep.directory / "tokenizer"))  # the matching one passes
+    other = build_tokenizer(DataConfig(tokenizer="char"), ["abc"])
+    with pytest.raises(UserError, match="different tokenizer"):
+        check_fingerprint(prep.meta, other)
+
+
+def test_bpe_and_gpt2_prepare_small(tinystories_dir, gpt2_bpe_dir, tmp_path):
+    base = dict(data_dir=str(tinystories_dir), cache_dir=str(tmp_path), max_stories=40)
+    bpe = prepare_data(Config(data=DataConfig(tokenizer="bpe", bpe_vocab_size=400, **base)))
+    gpt2 = prepare_data(Config(data=DataConfig(tokenizer="gpt2", tokenizer_dir=str(gpt2_bpe_dir), **base)))
+    train = _stories(tinystories_dir / "tinystories_train.txt")[:40]
+    assert bpe.directory.name.startswith("tinystories-bpe400-n40-")
+    assert bpe.meta["tokenizer"]["vocab_size"] == 400 and bpe.meta["dtype"] == "uint16"
+    assert gpt2.meta["tokenizer"]["eos_id"] == 50256 and gpt2.meta["dtype"] == "uint16"
+    for prep in (bpe, gpt2):
+        expected = sum(len(prep.tokenizer.encode(s)) + 1 for s in train)
+        assert prep.meta["splits"]["train"]["tokens"] == expected
+        assert prep.meta["splits"]["train"]["stories"] == 40 == prep.meta["splits"]["val"]["stories"]
+        tokens = TokenFile(prep.train_path, prep.dtype).tokens
+        first = int(np.argmax(tokens == prep.tokenizer.eos_id))
+        assert prep.tokenizer.decode(tokens[:first].tolist()) == train[0]
+    assert gpt2.meta["splits"]["train"]["tokens"] < bpe.meta["splits"]["train"]["tokens"]  # 50k vocab vs 400
+
+
+def test_token_dtype():
+    assert token_dtype(65536) == np.uint16 and token_dtype(65537) == np.uint32
