@@ -89,3 +89,7 @@ def test_token_file_is_a_memmap(tmp_path):
         TokenFile(tmp_path / "odd.bin", np.uint16)
     with pytest.raises(UserError, match="not found"):
         TokenFile(tmp_path / "missing.bin", np.uint16)
+    with pytest.raises(UserError, match="no meta.json"):
+        TokenFile(path)
+    (tmp_path / "meta.json").write_text('{"dtype": "uint8"}')
+    assert len(TokenFile(path)) == 2000  # dtype taken from meta.json

@@ -117,3 +117,14 @@ def test_bpe_and_gpt2_prepare_small(tinystories_dir, gpt2_bpe_dir, tmp_path):
 
 def test_token_dtype():
     assert token_dtype(65536) == np.uint16 and token_dtype(65537) == np.uint32
+
+
+def test_validation_chars_unseen_in_train_become_unk(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.txt").write_text("ab\n<|endoftext|>\nba\n<|endoftext|>\n")
+    (tmp_path / "data" / "valid.txt").write_text("abz\n<|endoftext|>\n")
+    cfg = Config(data=DataConfig(dataset="local", data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "c")))
+    prep = prepare_data(cfg)
+    assert TokenFile(prep.train_path).tokens.tolist() == [2, 3, 0, 3, 2, 0]
+    assert TokenFile(prep.val_path).tokens.tolist() == [2, 3, 1, 0]  # z -> <unk>
+    assert prep.meta["splits"]["val"] == {"file": "val.bin", "tokens": 4, "stories": 1, "bytes": 3}

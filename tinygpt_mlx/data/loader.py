@@ -8,6 +8,7 @@ own rows with `shard(x, rank, world_size)`, so the result does not depend on the
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,15 @@ from tinygpt_mlx.errors import UserError
 class TokenFile:
     """A read-only memory map over a flat token file (the corpus is never copied into RAM)."""
 
-    def __init__(self, path: str | Path, dtype: str | np.dtype):
+    def __init__(self, path: str | Path, dtype: str | np.dtype | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"token file not found: {self.path} (run `tinygpt data prepare` first)")
+        if dtype is None:  # a prepared folder records its dtype in meta.json next to the token files
+            meta = self.path.parent / "meta.json"
+            if not meta.is_file():
+                raise UserError(f"no dtype given for {self.path} and no meta.json next to it")
+            dtype = json.loads(meta.read_text())["dtype"]
         self.dtype = np.dtype(dtype)
         if self.path.stat().st_size % self.dtype.itemsize:
             raise UserError(f"{self.path} is not a whole number of {self.dtype.name} tokens; re-run data prepare")
