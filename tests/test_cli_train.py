@@ -50,9 +50,13 @@ def test_train_end_to_end(config_file: Path, tmp_path: Path, tinystories_dir: Pa
 
     # --save-dir spelling, --resume auto on a finished run: nothing left to do, exit 0.
     again = tinygpt("train", "--config", str(config_file), "--save-dir", str(run), "--resume", "auto",
-                    "--data_dir", str(tinystories_dir), "--max-steps", "4")
+                    "--data_dir", str(tinystories_dir), "--max-steps", "4", "--seed", "7")
     assert again.returncode == 0, again.stderr
     assert "resuming from" in again.stdout
+    # The seed fixes the batch order, so a resume under another seed is refused.
+    other = tinygpt("train", "--config", str(config_file), "--save-dir", str(run), "--resume", "auto",
+                    "--data_dir", str(tinystories_dir), "--max-steps", "5", "--seed", "8")
+    assert other.returncode == 2 and "seed was 7, now 8" in other.stderr
 
 
 @pytest.mark.parametrize("args, message", [

@@ -8,7 +8,6 @@ mlx RNG states, the batch sampler's position and the loop's counters, so 20 + 20
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -22,7 +21,7 @@ import mlx.core as mx
 import numpy as np
 
 from tinygpt_mlx.config import Config, ConfigError, check_vocab, dump_config
-from tinygpt_mlx.data.loader import BatchSampler, TokenFile, eval_windows
+from tinygpt_mlx.data.loader import BatchSampler, TokenFile, eval_windows, windows
 from tinygpt_mlx.data.prepare import prepare_data
 from tinygpt_mlx.errors import UserError
 from tinygpt_mlx.generate import generate_text
@@ -102,22 +101,16 @@ def _find_start(run_dir: Path, resume: str | None, reporter_msg: Any) -> ckpt_io
     return ckpt_io.load_checkpoint(path)
 
 
-def _gather(tokens: np.ndarray, starts: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs and next-token targets [len(starts), block] from window start offsets."""
-    rows = tokens[starts[:, None] + np.arange(block + 1)].astype(np.int32)
-    return rows[:, :-1], rows[:, 1:]
-
-
 class Batches:
     """Training batches [accum, B, T] from the seeded sampler, remembering the state each came from."""
 
-    def __init__(self, tokens: np.ndarray, sampler: BatchSampler, block: int, accum: int):
-        self.tokens, self.sampler, self.block, self.accum = tokens, sampler, block, accum
+    def __init__(self, tokens: np.ndarray, sampler: BatchSampler, accum: int):
+        self.tokens, self.sampler, self.accum = tokens, sampler, accum
 
     def next(self) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """(x, y, sampler state before this batch): saving that state makes resume redraw this batch."""
-        state = copy.deepcopy(self.sampler.state_dict())
-        pairs = [_gather(self.tokens, self.sampler.next_batch(), self.block) for _ in range(self.accum)]
+        state = self.sampler.state_dict()
+        pairs = [self.sampler.next_batch(self.tokens) for _ in range(self.accum)]
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), state
 
 
@@ -161,12 +154,12 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
     val_tokens = TokenFile(data.val_path).tokens
     block, batch = cfg.data.block_size, cfg.data.batch_size
     sampler = BatchSampler(len(train_tokens), batch, block, cfg.runtime.seed)
-    batches = Batches(train_tokens, sampler, block, cfg.runtime.grad_accum_steps)
+    batches = Batches(train_tokens, sampler, cfg.runtime.grad_accum_steps)
     total_steps = total_steps_for(cfg, len(train_tokens))
     tokens_per_step = batch * block * cfg.runtime.grad_accum_steps
 
     # Pinned validation windows: the same tokens at every eval, in every run and resume.
-    val_x, val_y = _gather(val_tokens, eval_windows(len(val_tokens), block, cfg.eval.eval_subset), block)
+    val_x, val_y = windows(val_tokens, eval_windows(len(val_tokens), block, cfg.eval.eval_subset), block)
     val_bytes = target_bytes(tokenizer, val_y)
 
     # Weights come from a resumed checkpoint, an --init-from checkpoint (fine-tuning), or a fresh init.
