@@ -135,6 +135,20 @@ def save_checkpoint(
     state: dict[str, Any],
 ) -> Path:
     """Write `step-NNNNNNN/` atomically and point `last` at it; returns the folder."""
+    return save_checkpoint_arrays(run_dir, step, dict(tree_flatten(model.parameters())),
+                                  dict(tree_flatten(optimizer.state)), cfg, tokenizer, state)
+
+
+def save_checkpoint_arrays(
+    run_dir: str | Path,
+    step: int,
+    weights: dict[str, mx.array],
+    optimizer_state: dict[str, mx.array],
+    cfg: Config,
+    tokenizer: Any,
+    state: dict[str, Any],
+) -> Path:
+    """save_checkpoint from flat name -> array dicts (the backend-neutral form the torch path writes)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     clean_stale(run_dir)
@@ -142,8 +156,8 @@ def save_checkpoint(
     tmp = run_dir / f"{TMP_PREFIX}{final.name}-{os.getpid()}"
     try:
         tmp.mkdir()
-        _save_arrays(tmp / MODEL_FILE, dict(tree_flatten(model.parameters())))
-        _save_arrays(tmp / OPTIMIZER_FILE, dict(tree_flatten(optimizer.state)))
+        _save_arrays(tmp / MODEL_FILE, weights)
+        _save_arrays(tmp / OPTIMIZER_FILE, optimizer_state)
         _write_text(tmp / STATE_FILE, json.dumps(state, indent=1) + "\n")
         _write_text(tmp / CONFIG_FILE, to_yaml(cfg))
         tokenizer.save(tmp / TOKENIZER_DIR)
