@@ -1,0 +1,1 @@
+"""Evaluation: checkpoints -> evaluation_results.csv, samples.jsonl and plots (see evaluate.py)."""
