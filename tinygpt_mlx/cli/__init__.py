@@ -23,6 +23,8 @@ err_console = Console(stderr=True)
 def _register() -> None:
     # Each command group lives in its own module so commands stay small and independent.
     from tinygpt_mlx.cli import data_cmd, env_cmd  # noqa: F401
+    from tinygpt_mlx.cli import eval_cmd  # noqa: F401
+    from tinygpt_mlx.cli import sample_cmd  # noqa: F401
     from tinygpt_mlx.cli import train_cmd  # noqa: F401
     from tinygpt_mlx.cli import seal_cmd  # noqa: F401
 
