@@ -1,0 +1,96 @@
+"""Sweep files: crossed and zipped grids, run names, overrides, token budgets, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tinygpt_mlx.config import ConfigError
+from tinygpt_mlx.errors import UserError
+from tinygpt_mlx.scaling.sweep import expand, expand_grid, load_sweep, run_name
+
+BASE = {"model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_seq_len": 64},
+        "data": {"batch_size": 4, "block_size": 32}, "schedule": {"max_steps": 10, "warmup_steps": 2}}
+
+
+def _sweep(tmp_path: Path, **fields) -> Path:
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"base_config": "base.yaml", **fields}))
+    return path
+
+
+def test_cross_grid_gives_every_combination_with_readable_names(tmp_path):
+    sweep = load_sweep(_sweep(tmp_path, grid={"model.d_model": [32, 64], "model.n_layers": [1, 2]}))
+    runs = expand(sweep, tmp_path / "out")
+    assert [r.name for r in runs] == ["d_model-32_n_layers-1", "d_model-32_n_layers-2",
+                                      "d_model-64_n_layers-1", "d_model-64_n_layers-2"]
+    assert [(r.config.model.d_model, r.config.model.n_layers) for r in runs] == [(32, 1), (32, 2), (64, 1), (64, 2)]
+    assert runs[3].values == {"model.d_model": 64, "model.n_layers": 2}
+    assert runs[3].config.checkpoint.save_dir == str(tmp_path / "out" / "runs" / "d_model-64_n_layers-2")
+
+
+def test_zip_grid_pairs_the_ith_values_and_applies_overrides(tmp_path):
+    path = _sweep(tmp_path, mode="zip", grid={"model.d_model": [32, 64, 96], "model.n_heads": [2, 4, 6]},
+                  overrides={"optim.lr": 0.002, "schedule": {"max_steps": 7}})
+    runs = expand(load_sweep(path), tmp_path / "out")
+    assert [r.name for r in runs] == ["d_model-32_n_heads-2", "d_model-64_n_heads-4", "d_model-96_n_heads-6"]
+    assert [r.config.model.n_heads for r in runs] == [2, 4, 6]
+    assert {r.config.optim.lr for r in runs} == {0.002}
+    assert {r.config.schedule.max_steps for r in runs} == {7}
+    assert {r.config.model.n_layers for r in runs} == {1}  # from the base config
+
+
+def test_token_budget_sets_max_steps_per_run(tmp_path):
+    path = _sweep(tmp_path, grid={"data.block_size": [16, 32]}, token_budget=1000)
+    runs = expand(load_sweep(path), tmp_path / "out")
+    # 4 x 16 = 64 tokens a step -> ceil(1000 / 64) = 16 steps; 4 x 32 = 128 -> 8 steps.
+    assert [r.config.schedule.max_steps for r in runs] == [16, 8]
+
+
+def test_names_format_floats_strings_and_colliding_keys():
+    assert run_name({"optim.lr": 1e-3, "data.tokenizer": "gpt2"}) == "lr-0.001_tokenizer-gpt2"
+    assert run_name({"a.x": 1, "b.x": 2}) == "a-x-1_b-x-2"
+    assert run_name({}) == "base"
+    assert expand_grid({}, "cross") == [{}]
+
+
+def test_bad_grid_keys_are_refused_once_by_config_validation(tmp_path):
+    path = _sweep(tmp_path, grid={"model.d_modle": [32, 64], "optim.optimizer": ["adamw", "lion"]})
+    with pytest.raises(ConfigError) as err:
+        expand(load_sweep(path), tmp_path / "out")
+    problems = err.value.problems
+    assert problems.count("unknown key 'model.d_modle' (did you mean 'd_model'?)") == 1
+    assert "run d_modle-32_optimizer-lion: optim.optimizer = 'lion' is not one of adamw, adam, sgd" in problems
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"mode": "zip", "grid": {"model.d_model": [32, 64], "model.n_heads": [2]}},
+         "mode zip needs lists of equal length, got model.d_model: 2, model.n_heads: 1"),
+        ({"mode": "diagonal"}, "mode = 'diagonal' is not one of cross, zip"),
+        ({"grid": {"d_model": [32]}}, "grid key 'd_model' must look like section.key"),
+        ({"grid": {"model.d_model": []}}, "grid.model.d_model must be a non-empty list of values"),
+        ({"token_budget": -5}, "token_budget must be a positive number of tokens"),
+        ({"grdi": {}}, "unknown sweep key 'grdi'"),
+    ],
+)
+def test_malformed_sweep_files_are_refused(tmp_path, fields, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_sweep(_sweep(tmp_path, **fields))
+
+
+def test_duplicate_run_names_are_refused(tmp_path):
+    path = _sweep(tmp_path, grid={"optim.lr": [0.001, 1e-3]})
+    with pytest.raises(UserError, match=r"several runs the same name \(lr-0.001\)"):
+        expand(load_sweep(path), tmp_path / "out")
+
+
+def test_base_config_is_relative_to_the_sweep_file(tmp_path):
+    sub = tmp_path / "configs"
+    sub.mkdir()
+    path = _sweep(sub, grid={"model.d_model": [32]})
+    assert load_sweep(path).base_config == (sub / "base.yaml").resolve()

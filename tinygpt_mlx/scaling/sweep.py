@@ -1,0 +1,171 @@
+"""Sweep files: a base config plus a grid of config keys, expanded into named, validated runs.
+
+A sweep file (YAML):
+    base_config: base_config.yaml        # relative to the sweep file
+    mode: cross                          # cross (every combination) or zip (i-th values together)
+    grid: {model.d_model: [64, 128], model.n_layers: [2, 4]}
+    overrides: {schedule.max_steps: 300} # applied to every run (dotted keys or nested sections)
+    token_budget: 1000000                # optional: schedule.max_steps = ceil(budget / tokens per step)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tinygpt_mlx.config import Config, ConfigError, deep_merge, from_dict, read_file
+from tinygpt_mlx.errors import UserError
+
+MODES = ("cross", "zip")
+SWEEP_KEYS = ("base_config", "mode", "grid", "overrides", "token_budget", "description")
+
+
+@dataclass
+class SweepRun:
+    """One run of a sweep: its readable name, the swept values and the full validated config."""
+
+    name: str
+    values: dict[str, Any]
+    config: Config
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep file."""
+
+    path: Path
+    base_config: Path
+    mode: str
+    grid: dict[str, list[Any]]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    token_budget: int | None = None
+    description: str = ""
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.grid)
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and check a sweep file (the run configs are checked by `expand`)."""
+    path = Path(path)
+    raw = read_file(path)
+    problems = [f"unknown sweep key '{k}' (expected {', '.join(SWEEP_KEYS)})" for k in raw if k not in SWEEP_KEYS]
+    if "base_config" not in raw:
+        problems.append("a sweep file needs base_config: the config every run starts from")
+    mode = raw.get("mode", "cross")
+    if mode not in MODES:
+        problems.append(f"mode = {mode!r} is not one of {', '.join(MODES)}")
+    grid = raw.get("grid") or {}
+    if not isinstance(grid, dict):
+        problems.append("grid must map config keys (section.key) to lists of values")
+        grid = {}
+    for key, values in grid.items():
+        if not isinstance(key, str) or len(key.split(".")) != 2:
+            problems.append(f"grid key {key!r} must look like section.key, e.g. model.d_model")
+        if not isinstance(values, list) or not values:
+            problems.append(f"grid.{key} must be a non-empty list of values")
+    if mode == "zip" and len({len(v) for v in grid.values() if isinstance(v, list)}) > 1:
+        lengths = ", ".join(f"{k}: {len(v)}" for k, v in grid.items())
+        problems.append(f"mode zip needs lists of equal length, got {lengths}")
+    budget = raw.get("token_budget")
+    if budget is not None and (not isinstance(budget, (int, float)) or budget <= 0):
+        problems.append(f"token_budget must be a positive number of tokens, got {budget!r}")
+    overrides = raw.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        problems.append("overrides must be a mapping of config keys to values")
+        overrides = {}
+    if problems:
+        raise ConfigError([f"{path}: {p}" for p in problems])
+    base = (path.parent / str(raw["base_config"])).resolve()
+    return Sweep(path, base, mode, dict(grid), overrides, int(budget) if budget else None,
+                 str(raw.get("description", "")))
+
+
+def expand_grid(grid: dict[str, list[Any]], mode: str) -> list[dict[str, Any]]:
+    """Grid -> one {key: value} per run: every combination (cross) or the i-th values together (zip)."""
+    keys = list(grid)
+    if not keys:
+        return [{}]
+    rows = zip(*grid.values(), strict=True) if mode == "zip" else itertools.product(*grid.values())
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _format(value: Any) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "none"
+
+
+def run_name(values: dict[str, Any]) -> str:
+    """Readable run name: `d_model-64_n_layers-2` (the full key only where last parts collide)."""
+    if not values:
+        return "base"
+    short = [k.split(".")[-1] for k in values]
+    labels = [k.replace(".", "-") if short.count(s) > 1 else s for k, s in zip(values, short, strict=True)]
+    return "_".join(f"{label}-{_format(v)}" for label, v in zip(labels, values.values(), strict=True))
+
+
+def _nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    """{'model.d_model': 64} -> {'model': {'d_model': 64}}; nested mappings pass through."""
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        if isinstance(value, dict) and "." not in key:
+            out = deep_merge(out, {key: value})
+        else:
+            section, _, name = str(key).partition(".")
+            out = deep_merge(out, {section: {name: value}})
+    return out
+
+
+def expand(sweep: Sweep, out_dir: str | Path) -> list[SweepRun]:
+    """Every run of the sweep with its config (save_dir = OUT/runs/<name>); all config problems at once."""
+    base = read_file(sweep.base_config)
+    runs, problems = [], []
+    for values in expand_grid(sweep.grid, sweep.mode):
+        name = run_name(values)
+        raw = deep_merge(deep_merge(base, _nest(sweep.overrides)), _nest(values))
+        raw = deep_merge(raw, {"checkpoint": {"save_dir": str(Path(out_dir) / "runs" / name)}})
+        try:
+            cfg = from_dict(raw)
+        except ConfigError as err:
+            problems += [f"run {name}: {p}" for p in err.problems]
+            continue
+        if sweep.token_budget:
+            _apply_budget(cfg, sweep.token_budget)
+        runs.append(SweepRun(name, values, cfg))
+    if problems:
+        raise ConfigError(_dedupe_unknown_keys(problems))
+    names = [r.name for r in runs]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise UserError(f"the grid gives several runs the same name ({', '.join(clashes)}); "
+                        "make the grid values distinct")
+    return runs
+
+
+def _apply_budget(cfg: Config, budget: int) -> None:
+    """Set schedule.max_steps so that every run sees about `budget` training tokens."""
+    per_step = cfg.data.batch_size * cfg.data.block_size * cfg.runtime.grad_accum_steps
+    cfg.schedule.max_steps = max(1, math.ceil(budget / per_step))
+    cfg.schedule.epochs = None
+    if cfg.schedule.warmup_steps > cfg.schedule.max_steps:
+        raise UserError(f"token_budget {budget} gives {cfg.schedule.max_steps} steps, fewer than "
+                        f"schedule.warmup_steps ({cfg.schedule.warmup_steps}); raise the budget or lower warmup")
+
+
+def _dedupe_unknown_keys(problems: list[str]) -> list[str]:
+    # An unknown grid key fails in every run; say it once rather than once per run.
+    seen, out = set(), []
+    for p in problems:
+        core = p.split(": ", 1)[1]
+        if "unknown" in core:
+            if core in seen:
+                continue
+            seen.add(core)
+            p = core
+        out.append(p)
+    return out
