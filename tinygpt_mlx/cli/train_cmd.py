@@ -26,10 +26,13 @@ def train(
                                "folder, or a fresh start) or a checkpoint path."),
     init_from: str = typer.Option(None, "--init-from", "--init_from",
                                   help="Start from this checkpoint's weights (fine-tuning); fresh optimizer."),
+    backend: str = typer.Option(None, "--backend", help="runtime.backend: 'mlx' or 'torch' (PyTorch, CUDA "
+                                "when present; needs pip install -e '.[torch]'). Checkpoints are the same."),
 ) -> None:
     """Train TinyGPT; writes checkpoints, metrics.jsonl, run_config.yaml and env.json into the run folder."""
     cfg = build_config(config, override, checkpoint__save_dir=save_dir, runtime__seed=seed,
-                       schedule__max_steps=max_steps, data__data_dir=data_dir)
+                       schedule__max_steps=max_steps, data__data_dir=data_dir,
+                       runtime__backend=backend)
     from tinygpt_mlx.train.trainer import train as run_training
 
     result = run_training(cfg, resume=resume, init_from=init_from)

@@ -138,6 +138,13 @@ def target_bytes(tokenizer: Any, y: np.ndarray) -> int:
 def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
           live: bool | None = None) -> TrainResult:
     """Train cfg's model; `resume` is 'auto' or a checkpoint path, `init_from` a checkpoint for weights only."""
+    if cfg.runtime.backend == "torch":  # the PyTorch path: imported only here, so torch stays optional
+        from tinygpt_mlx.torch import require_torch
+
+        require_torch()
+        from tinygpt_mlx.torch.trainer import train as train_torch
+
+        return train_torch(cfg, resume=resume, init_from=init_from, live=live)
     if cfg.checkpoint.best_by not in BEST_BY:
         raise ConfigError([f"checkpoint.best_by = {cfg.checkpoint.best_by!r} is not one of {', '.join(BEST_BY)}"])
     run_dir = Path(cfg.checkpoint.save_dir)
