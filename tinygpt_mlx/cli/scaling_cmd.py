@@ -1,0 +1,123 @@
+"""`tinygpt sweep` (grid of training runs, resumable) and `tinygpt scaling fit` (laws, intervals, plots)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from tinygpt_mlx.cli import app
+from tinygpt_mlx.cli.common import console
+
+scaling_app = typer.Typer(help="Scaling-law analysis.", no_args_is_help=True)
+app.add_typer(scaling_app, name="scaling")
+
+
+def _print(table: Table) -> None:
+    # Piped output has no terminal width; 80 columns would cut the run names.
+    (console if console.is_terminal else Console(width=160)).print(table)
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    if value is None or value == "":
+        return "-"
+    return format(value, spec) if isinstance(value, (int, float)) else str(value)
+
+
+def _plan_table(runs: list[Any], keys: list[str]) -> Table:
+    from tinygpt_mlx.model import count_params_closed_form
+    from tinygpt_mlx.scaling.runs import summarize_run
+
+    table = Table(title=f"{len(runs)} runs", box=box.SIMPLE_HEAD)
+    for name in ("run", *keys, "non-emb params", "steps", "tokens", "status"):
+        table.add_column(name, justify="left" if name == "run" else "right", no_wrap=True)
+    for run in runs:
+        m, cfg = run.config.model, run.config
+        # With tied embeddings the non-embedding count does not depend on the vocabulary (unknown until
+        # the tokenizer is built); an untied head does, so it shows '?'.
+        n = count_params_closed_form(m, m.vocab_size or 0, non_embedding=True) \
+            if m.tie_embeddings or m.vocab_size else None
+        tokens = (cfg.schedule.max_steps or 0) * cfg.data.batch_size * cfg.data.block_size * cfg.runtime.grad_accum_steps
+        status = summarize_run(cfg.checkpoint.save_dir)["status"]
+        table.add_row(run.name, *[_fmt(run.values[k]) for k in keys], _fmt(n, ","),
+                      _fmt(cfg.schedule.max_steps or f"{cfg.schedule.epochs} epochs"), _fmt(tokens, ","), status)
+    return table
+
+
+def _summary_table(rows: list[dict[str, Any]], keys: list[str]) -> Table:
+    table = Table(title="sweep summary", box=box.SIMPLE_HEAD)
+    for name in ("run", "status", "non-emb params", "tokens", "final val loss", "best val bpb", "wall s"):
+        table.add_column(name, justify="left" if name in ("run", "status") else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(r["name"], r["status"], _fmt(r["non_embedding_params"], ","), _fmt(r["tokens_seen"], ","),
+                      _fmt(r["final_val_loss"], ".4f"), _fmt(r["best_val_bpb"], ".4f"), _fmt(r["wall_time_s"], ".0f"))
+    return table
+
+
+@app.command("sweep")
+def sweep(
+    config: str = typer.Option(..., "--config", "-c", help="Sweep file: base_config, grid, mode, overrides."),
+    output_dir: str = typer.Option(..., "--output_dir", "--output-dir", help="Sweep folder (runs/, summary)."),
+    override: list[str] = typer.Option(None, "--override", "-o",
+                                       help="section.key=value for every run (the grid still wins)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Runs trained at once, each in its own process."),
+    dry_run: bool = typer.Option(False, "--dry-run", "--dry_run", help="List the runs and stop."),
+    in_process: bool = typer.Option(False, "--in-process", help="Train in this process (sequential only)."),
+) -> None:
+    """Train every run of a grid into OUTPUT_DIR/runs/<name>; complete runs are skipped, so rerunning resumes."""
+    from tinygpt_mlx.config import parse_override
+    from tinygpt_mlx.errors import UserError
+    from tinygpt_mlx.scaling.runner import SweepExecution, in_process_runner
+    from tinygpt_mlx.scaling.sweep import expand, load_sweep
+
+    spec = load_sweep(config)
+    for item in override or []:
+        (section, key), value = parse_override(item)
+        spec.overrides[f"{section}.{key}"] = value
+    runs = expand(spec, output_dir)
+    if dry_run:
+        _print(_plan_table(runs, spec.keys))
+        return
+    if in_process and jobs > 1:
+        raise UserError("--in-process trains one run at a time; drop --jobs or --in-process")
+    execution = SweepExecution(spec, runs, output_dir, jobs=jobs, runner=in_process_runner if in_process else None,
+                               say=lambda text: console.print(text, highlight=False))
+    code = execution.execute()
+    rows = execution.rows()
+    _print(_summary_table(rows, spec.keys))
+    console.print(f"wrote {Path(output_dir) / 'sweep_summary.csv'}", highlight=False)
+    if code:
+        raise typer.Exit(code)
+    if any(r["status"] == "failed" for r in rows):
+        raise typer.Exit(1)
+
+
+@scaling_app.command("fit")
+def fit(
+    results: list[str] = typer.Option(..., "--results", help="Sweep folders (sweep_summary.csv), summary "
+                                      "CSVs, run folders or folders of runs; `--results A B` works too."),
+    more: list[str] = typer.Argument(None, hidden=True),
+    output_dir: str = typer.Option(..., "--output_dir", "--output-dir", help="Where fits and plots go."),
+    law: str = typer.Option("all", "--law", help="N, D, C, ND or all (laws the data cannot determine "
+                            "are skipped with a note)."),
+    x: str = typer.Option("non_embedding_params", "--x", help="N column: non_embedding_params or params."),
+    loss: str = typer.Option("final_val_loss", "--loss", help="final_val_loss, best_val_loss, final_val_bpb "
+                             "or best_val_bpb."),
+    bootstrap: int = typer.Option(200, "--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed (same seed, same intervals)."),
+) -> None:
+    """Fit L(N), L(D), L(C) and L(N, D) with bootstrap intervals -> fits.json, fits.yaml, fit_<law>.png/.svg."""
+    from tinygpt_mlx.scaling.analyze import fit_results
+    from tinygpt_mlx.scaling.runs import collect
+
+    rows = collect([*results, *(more or [])])
+    report = fit_results(rows, output_dir, law=law, x=x, loss=loss, n_bootstrap=bootstrap, seed=seed,
+                         say=lambda text: console.print(text, highlight=False))
+    if report["left_out"]:
+        names = ", ".join(f"{r['name']} ({r['status']})" for r in report["left_out"])
+        console.print(f"note: left out runs that are not done: {names}", highlight=False)
+    console.print(f"wrote {Path(output_dir) / 'fits.json'}, fits.yaml and plots", highlight=False)

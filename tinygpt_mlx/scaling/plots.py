@@ -1,0 +1,84 @@
+"""Scaling-law plots as PNG + SVG: the runs, the fitted law and its bootstrap 95% band on log-log axes.
+
+Built on `matplotlib.figure.Figure` (Agg for PNG), never pyplot, so no GUI backend is chosen on a headless
+machine and no figure state leaks between calls. A law without data gets no plot, only a note.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter
+
+from tinygpt_mlx.scaling.fit import LawFit
+
+FORMATS = ("png", "svg")
+LABELS = {"N": "parameters N", "D": "training tokens D", "C": "compute C = 6ND (FLOPs)"}
+
+
+def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in FORMATS:
+        path = out_dir / f"{name}.{fmt}"
+        metadata = {"Date": None} if fmt == "svg" else None  # no timestamp: identical reruns, identical files
+        fig.savefig(path, format=fmt, dpi=120, bbox_inches="tight", metadata=metadata)
+        paths.append(path)
+    return paths
+
+
+def _band(fit: LawFit, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """2.5 / 97.5 percentiles of the bootstrap fits' predictions at each x."""
+    if len(fit.samples) == 0:
+        return None
+    names = fit.law.param_names
+    preds = np.array([fit.predict(x, dict(zip(names, s, strict=True))) for s in fit.samples])
+    return np.percentile(preds, 2.5, axis=0), np.percentile(preds, 97.5, axis=0)
+
+
+def _title(fit: LawFit) -> str:
+    parts = []
+    for _, expo in fit.law.terms:
+        value, ci = fit.params[expo], fit.ci95.get(expo)
+        parts.append(f"{expo} = {value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+    return f"{fit.law.formula}\n{', '.join(parts)}, E = {fit.params['E']:.3f}, R² (log) = {fit.r2_log:.3f}"
+
+
+def plot_law(fit: LawFit, out_dir: str | Path, name: str | None = None, xlabel: str | None = None,
+             ylabel: str = "validation loss (nats/token)") -> list[Path]:
+    """Points, fitted curve and bootstrap band for one fitted law; [] when it has no points."""
+    if fit.n_points == 0:
+        return []
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    # Losses span less than a decade: plain numbers read better than 2.4 x 10^0 on the log axis.
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
+    var = fit.law.variables[0]
+    ax.set_xlabel(xlabel or LABELS.get(var, var))
+    ax.set_ylabel(ylabel)
+    ax.set_title(_title(fit), fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    # The joint law has a second variable (D): one curve per distinct D, coloured alike with its points.
+    groups = np.unique(fit.x[:, 1]) if fit.x.shape[1] > 1 else [None]
+    colours = [f"C{i % 10}" for i in range(len(groups))]
+    lo, hi = fit.x[:, 0].min(), fit.x[:, 0].max()
+    grid = np.geomspace(lo / 1.5, hi * 1.5, 200)
+    for group, colour in zip(groups, colours, strict=True):
+        mask = np.ones(fit.n_points, bool) if group is None else fit.x[:, 1] == group
+        label = "runs" if group is None else f"D = {group:.3g}"
+        ax.scatter(fit.x[mask, 0], fit.loss[mask], color=colour, zorder=3, label=label)
+        xs = grid[:, None] if group is None else np.column_stack([grid, np.full_like(grid, group)])
+        ax.plot(grid, fit.predict(xs), color=colour, lw=1.5, label="fit" if group is None else None)
+        band = _band(fit, xs)
+        if band is not None:
+            ax.fill_between(grid, *band, color=colour, alpha=0.2, lw=0,
+                            label="bootstrap 95%" if group is None else None)
+    if fit.params["E"] > 0.2 * fit.loss.min():  # a near-zero E would only stretch the log axis
+        ax.axhline(fit.params["E"], color="gray", ls=":", lw=1, label="E (irreducible)")
+    ax.legend(fontsize=8)
+    return _save(fig, Path(out_dir), name or f"fit_{fit.law.key}")
