@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tinygpt_mlx.config import ConfigError
 from tinygpt_mlx.errors import UserError
@@ -36,7 +37,8 @@ def main() -> None:
     try:
         app()
     except (ConfigError, UserError) as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        # escape: a message may hold brackets (e.g. ".[torch]") that rich would read as markup
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")
