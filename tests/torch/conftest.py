@@ -39,7 +39,7 @@ def tiny_raw(run_dir: Path, cache: Path, data_dir: Path, steps: int = 12) -> dic
     }
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def make_cfg(cache: Path, tinystories_dir: Path) -> Callable[..., Config]:
     """make_cfg(run_dir, backend, **section_patches) -> a validated tiny Config."""
 
