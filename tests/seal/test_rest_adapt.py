@@ -116,3 +116,14 @@ def test_resume_with_other_settings_is_refused(model, tokenizer, stories, small_
     with pytest.raises(UserError, match="holds a SEAL run with different settings"):
         run_adapt(Config(), small_seal(inner_lr=0.5), model, tokenizer, tmp_path, stories)
     assert json.loads((tmp_path / "adapt.jsonl").read_text().splitlines()[0])["type"] == "edit"
+
+
+def test_long_context_models_still_measure_forgetting(tokenizer, stories, small_seal, tmp_path):
+    # A GPT-2 import has 1024 positions; the forgetting set must not need 1024-token stretches.
+    from tinygpt_mlx.config import ModelConfig
+    from tinygpt_mlx.model import TinyGPT
+    from tinygpt_mlx.seal.adapt import Adapter
+
+    big = TinyGPT(ModelConfig(d_model=32, n_layers=1, n_heads=2, max_seq_len=1024), tokenizer.vocab_size)
+    adapter = Adapter(Config(), small_seal(), big, tokenizer, tmp_path, stories, log=lambda _: None)
+    assert adapter.scorer.windows is not None and adapter.scorer.windows.shape[1] == 129

@@ -51,7 +51,7 @@ def adapt(
     console.print(f"SEAL on {seal.init_from} (step {state.get('step')}), {len(stories)} validation stories "
                   f"-> {seal.run_dir}")
     path = run_adapt(cfg, seal, model, tokenizer, seal.run_dir, stories, log=console.print)
-    console.print(f"wrote [bold]{path}[/]; next: tinygpt seal analyze --run_dir {seal.run_dir}")
+    console.print(f"wrote [bold]{path}[/]; next: tinygpt seal analyze --run_dir {seal.run_dir}", soft_wrap=True)
 
 
 @seal_app.command("analyze")
@@ -63,6 +63,6 @@ def analyze(
     from tinygpt_mlx.seal.analyze import analyze as run_analysis
 
     result = run_analysis(run_dir, out)
-    console.print((result["paths"][1]).read_text(), highlight=False)
+    console.print(result["paths"][1].read_text(), highlight=False, soft_wrap=True)  # markdown rows unwrapped
     for path in result["paths"]:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {path}", soft_wrap=True)

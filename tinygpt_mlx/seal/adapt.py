@@ -30,6 +30,7 @@ from tinygpt_mlx.seal.task import Item, build_task, derive_seed
 from tinygpt_mlx.tokenizers import Tokenizer
 
 RUN_CONFIG = "seal_config.yaml"
+FORGET_WINDOW = 128  # tokens per window of the forgetting set
 # Keys that may change between an interrupted run and its resume (more rounds, another spelling of paths).
 RESUMABLE_KEYS = ("rounds", "run_dir", "init_from")
 DISABLED = ("SEAL is disabled in this config; set `seal.enabled: true` in its `seal` section "
@@ -69,7 +70,9 @@ class Adapter:
                         for it in self.task.train + self.task.heldout}
         self.target = {it.id: enc(it.target)[: seal.max_target_tokens] for it in self.task.train + self.task.heldout}
         neutral = enc(seal.neutral_prompt) or [tokenizer.eos_id]
-        windows = general_windows([enc(s) for s in self.task.forget], tokenizer.eos_id, model.max_seq_len)
+        # Short windows: a few stories fill several of them even for GPT-2's 1024 positions.
+        windows = general_windows([enc(s) for s in self.task.forget], tokenizer.eos_id,
+                                  min(model.max_seq_len, FORGET_WINDOW))
         model.eval()
         self.scorer = Scorer(model, neutral, windows, seal.forget_weight)
         self.base_loss = {k: self.scorer.target_loss(t) for k, t in self.target.items()}
