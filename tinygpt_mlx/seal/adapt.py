@@ -31,8 +31,9 @@ from tinygpt_mlx.tokenizers import Tokenizer
 
 RUN_CONFIG = "seal_config.yaml"
 FORGET_WINDOW = 128  # tokens per window of the forgetting set
-# Keys that may change between an interrupted run and its resume (more rounds, another spelling of paths).
-RESUMABLE_KEYS = ("rounds", "run_dir", "init_from")
+# Keys that may change between an interrupted run and its resume: more rounds, the run folder named another
+# way. The checkpoint (init_from) may not: a resume from other weights would mix two experiments.
+RESUMABLE_KEYS = ("rounds", "run_dir")
 DISABLED = ("SEAL is disabled in this config; set `seal.enabled: true` in its `seal` section "
             "(or pass --override seal.enabled=true) to run `tinygpt seal adapt`")
 
