@@ -1,0 +1,51 @@
+"""Export a checkpoint as an mlx-lm `gpt2` model folder that `mlx_lm.load(DIR)` reads as it is.
+
+mlx-lm's gpt2 (mlx_lm/models/gpt2.py) is TinyGPT with three things fixed: the output head is tied to
+`wte`, the MLP is 4 x n_embd wide, and every Linear and LayerNorm has a bias. Its `sanitize` transposes
+Conv1D weights only when they arrive without the `model.` prefix (Hugging Face files), so we write every
+weight as `model.<our name>` in MLX's own [out, in] layout and sanitize passes them through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+
+from tinygpt_mlx.config import ModelConfig
+from tinygpt_mlx.errors import UserError
+from tinygpt_mlx.interop.common import gpt2_config, load_export_source, output_folder, with_zero_biases
+
+PREFIX = "model."  # mlx-lm's gpt2.Model holds the GPT-2 body as `self.model`
+
+
+def mlx_lm_problems(cfg: ModelConfig) -> list[str]:
+    """Options of cfg that mlx-lm's gpt2 cannot express exactly (empty when the export is exact)."""
+    problems = []
+    if not cfg.tie_embeddings:
+        problems.append("model.tie_embeddings = false (mlx-lm's gpt2 always ties the output head to wte)")
+    if cfg.hidden_dim != 4 * cfg.d_model:
+        problems.append(f"model.d_ff / mlp_ratio give an MLP width of {cfg.hidden_dim} "
+                        f"(mlx-lm's gpt2 is fixed at 4 x d_model = {4 * cfg.d_model})")
+    # bias = false is expressible: zero biases compute exactly the same function (see with_zero_biases).
+    # layer_norm_eps is expressible: mlx-lm reads layer_norm_epsilon from config.json.
+    return problems
+
+
+def export_mlx_lm(checkpoint: str | Path, output: str | Path) -> Path:
+    """Write config.json, model.safetensors and the tokenizer files of checkpoint into the folder output."""
+    ckpt, tokenizer = load_export_source(checkpoint)
+    cfg = ckpt.cfg.model
+    problems = mlx_lm_problems(cfg)
+    if problems:
+        raise UserError(f"cannot export {ckpt.path} to mlx-lm exactly: {'; '.join(problems)}; "
+                        "use --format hf, whose GPT-2 expresses these")
+    weights = with_zero_biases(cfg, ckpt.vocab_size, ckpt.weights) if not cfg.bias else ckpt.weights
+    with output_folder(output) as tmp:
+        mx.save_safetensors(str(tmp / "model.safetensors"), {PREFIX + k: v for k, v in weights.items()},
+                            metadata={"format": "mlx"})
+        config = gpt2_config(cfg, ckpt.vocab_size, tokenizer.eos_id)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        tokenizer.save(tmp)  # tokenizer.json + tokenizer_config.json, which mlx-lm's loader reads
+    return Path(output)
