@@ -94,3 +94,23 @@ def test_base_config_is_relative_to_the_sweep_file(tmp_path):
     sub.mkdir()
     path = _sweep(sub, grid={"model.d_model": [32]})
     assert load_sweep(path).base_config == (sub / "base.yaml").resolve()
+
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = ["scaling_width", "scaling_depth", "scaling_context", "scaling_data", "ablation_optimizer",
+           "ablation_tokenizer"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_sweep_files_expand_to_valid_runs(name, tmp_path):
+    runs = expand(load_sweep(REPO / "configs" / f"{name}.yaml"), tmp_path)
+    assert len(runs) >= 3
+    assert {r.config.data.dataset for r in runs} == {"tinystories"}
+
+
+def test_width_sweep_varies_only_width_at_one_token_budget(tmp_path):
+    runs = expand(load_sweep(REPO / "configs" / "scaling_width.yaml"), tmp_path)
+    widths = [r.config.model.d_model for r in runs]
+    assert len(widths) >= 5 and widths == sorted(widths) and widths[0] <= 32 and widths[-1] >= 256
+    assert len({(r.config.model.n_layers, r.config.schedule.max_steps, r.config.data.batch_size,
+                 r.config.data.block_size, r.config.data.tokenizer) for r in runs}) == 1

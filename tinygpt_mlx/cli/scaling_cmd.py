@@ -64,6 +64,8 @@ def sweep(
     output_dir: str = typer.Option(..., "--output_dir", "--output-dir", help="Sweep folder (runs/, summary)."),
     override: list[str] = typer.Option(None, "--override", "-o",
                                        help="section.key=value for every run (the grid still wins)."),
+    token_budget: int = typer.Option(None, "--token_budget", "--token-budget", min=1,
+                                     help="Training tokens per run (replaces the file's token_budget)."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Runs trained at once, each in its own process."),
     dry_run: bool = typer.Option(False, "--dry-run", "--dry_run", help="List the runs and stop."),
     in_process: bool = typer.Option(False, "--in-process", help="Train in this process (sequential only)."),
@@ -78,6 +80,8 @@ def sweep(
     for item in override or []:
         (section, key), value = parse_override(item)
         spec.overrides[f"{section}.{key}"] = value
+    if token_budget is not None:
+        spec.token_budget = token_budget
     runs = expand(spec, output_dir)
     if dry_run:
         _print(_plan_table(runs, spec.keys))
@@ -85,7 +89,7 @@ def sweep(
     if in_process and jobs > 1:
         raise UserError("--in-process trains one run at a time; drop --jobs or --in-process")
     execution = SweepExecution(spec, runs, output_dir, jobs=jobs, runner=in_process_runner if in_process else None,
-                               say=lambda text: console.print(text, highlight=False))
+                               say=lambda text: console.print(text, highlight=False, soft_wrap=True))
     code = execution.execute()
     rows = execution.rows()
     _print(_summary_table(rows, spec.keys))
@@ -116,7 +120,7 @@ def fit(
 
     rows = collect([*results, *(more or [])])
     report = fit_results(rows, output_dir, law=law, x=x, loss=loss, n_bootstrap=bootstrap, seed=seed,
-                         say=lambda text: console.print(text, highlight=False))
+                         say=lambda text: console.print(text, highlight=False, soft_wrap=True))
     if report["left_out"]:
         names = ", ".join(f"{r['name']} ({r['status']})" for r in report["left_out"])
         console.print(f"note: left out runs that are not done: {names}", highlight=False)

@@ -15,6 +15,7 @@ from tinygpt_mlx.errors import UserError
 from tinygpt_mlx.scaling.fit import LAWS, LawFit, compute_optimal, fit_law
 
 X_COLUMNS = ("non_embedding_params", "params")
+X_LABELS = {"non_embedding_params": "non-embedding parameters N", "params": "parameters N (with embeddings)"}
 LOSS_COLUMNS = ("final_val_loss", "best_val_loss", "final_val_bpb", "best_val_bpb")
 LAW_CHOICES = (*LAWS, "all")
 
@@ -101,7 +102,7 @@ def fit_results(rows: list[dict[str, Any]], output_dir: str | Path, law: str = "
             say(f"law {key} skipped, no plot: {err}")
             continue
         entry = law_report(fit, columns)
-        xlabel = f"{x.replace('_', '-')} N" if "N" in fit.law.variables else None
+        xlabel = X_LABELS[x] if "N" in fit.law.variables else None
         entry["plots"] = [p.name for p in plot_law(fit, out, xlabel=xlabel, ylabel=ylabel)]
         report["laws"][key] = entry
         say(summary_line(key, entry))

@@ -78,7 +78,11 @@ def plot_law(fit: LawFit, out_dir: str | Path, name: str | None = None, xlabel: 
         if band is not None:
             ax.fill_between(grid, *band, color=colour, alpha=0.2, lw=0,
                             label="bootstrap 95%" if group is None else None)
+    bottom = fit.loss.min()
     if fit.params["E"] > 0.2 * fit.loss.min():  # a near-zero E would only stretch the log axis
         ax.axhline(fit.params["E"], color="gray", ls=":", lw=1, label="E (irreducible)")
+        bottom = min(bottom, fit.params["E"])
+    # Frame the data: a wide band where the fit extrapolates must not squash the points into a line.
+    ax.set_ylim(bottom / 1.1, fit.loss.max() * 1.25)
     ax.legend(fontsize=8)
     return _save(fig, Path(out_dir), name or f"fit_{fit.law.key}")
