@@ -58,7 +58,11 @@ def _summary_table(rows: list[dict[str, Any]], keys: list[str]) -> Table:
     return table
 
 
-@app.command("sweep")
+SWEEP_EPILOG = ("Exit codes: 0 every run done; 1 a run failed (its log: OUTPUT_DIR/runs/<name>/train.log); "
+                "2 user error; 130/143 stopped by SIGINT/SIGTERM after the running trainer saved (rerun to resume).")
+
+
+@app.command("sweep", epilog=SWEEP_EPILOG)
 def sweep(
     config: str = typer.Option(..., "--config", "-c", help="Sweep file: base_config, grid, mode, overrides."),
     output_dir: str = typer.Option(..., "--output_dir", "--output-dir", help="Sweep folder (runs/, summary)."),
