@@ -103,7 +103,7 @@ def random_hf_gpt2(dest: Path, seed: int = 0, **config: object):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, initializer_range=0.3, **{**HF, **config}))
+    model = GPT2LMHeadModel(GPT2Config(**{"vocab_size": 50257, "initializer_range": 0.3, **HF, **config}))
     model.eval()
     model.save_pretrained(str(dest))
     return model

@@ -172,23 +172,27 @@ def _is_buffer(name: str) -> bool:
 def from_hf(tensors: dict[str, mx.array], cfg: ModelConfig, vocab: int, where: Path) -> dict[str, mx.array]:
     """HF GPT-2 tensors -> TinyGPT weights, checking the key set and every shape (as nanoGPT asserts)."""
     expected = param_shapes(cfg, vocab)
-    weights: dict[str, mx.array] = {}
-    for hf_name, value in tensors.items():
+    found: dict[str, tuple[str, mx.array]] = {}  # our name -> (name in the file, tensor)
+    for hf_name in sorted(tensors):
         name = hf_name.removeprefix(BODY)
         if _is_buffer(name) or (name == HEAD and HEAD not in expected):
             continue  # mask buffers; a tied head saved anyway (transformers ties it to wte on load too)
         if name not in expected:
             raise UserError(f"unexpected weight {hf_name} in {where} (not part of a GPT-2 with this config.json)")
+        found[name] = (hf_name, tensors[hf_name])
+    missing = [n for n in expected if n not in found]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise UserError(f"{where} is missing weight {missing[0]}{more}")
+    weights = {}
+    for name, shape in expected.items():  # model order, so the first wrong shape reported is the earliest
+        hf_name, value = found[name]
         # Compare in the file's own layout, so the message shows the shapes the user can see.
-        want = expected[name][::-1] if is_conv1d(name) else expected[name]
+        want = shape[::-1] if is_conv1d(name) else shape
         if tuple(value.shape) != want:
             raise UserError(f"weight {hf_name} in {where} has shape {list(value.shape)}, but config.json "
                             f"implies {list(want)}")
         weights[name] = value.T if is_conv1d(name) else value
-    missing = [n for n in expected if n not in weights]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise UserError(f"{where} is missing weight {missing[0]}{more}")
     return weights
 
 
