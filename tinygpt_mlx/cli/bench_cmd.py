@@ -1,0 +1,73 @@
+"""`tinygpt bench`: training, prefill and decode throughput, FLOPs, MFU and peak memory on this machine."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from tinygpt_mlx.cli import app
+from tinygpt_mlx.cli.common import console
+from tinygpt_mlx.errors import UserError
+
+
+def _split(text: str, cast=str) -> list:
+    try:
+        return [cast(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError as err:
+        raise UserError(f"could not read the list {text!r}: {err}") from None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@app.command("bench")
+def bench(
+    sizes: str = typer.Option("base", "--sizes", help="Comma list of tiny, small, base, medium, large."),
+    seq_len: str = typer.Option("256", "--seq-len", "--seq_len", help="Comma list of sequence lengths."),
+    batch: int = typer.Option(16, "--batch", help="Training batch size."),
+    steps: int = typer.Option(5, "--steps", help="Timed repeats per measurement (median reported)."),
+    warmup: int = typer.Option(2, "--warmup", help="Untimed warm-up repeats (compilation)."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 or bfloat16."),
+    vocab: int = typer.Option(65, "--vocab", help="Vocabulary size (65 = a character vocabulary)."),
+    phases: str = typer.Option("train,prefill,decode", "--phases", help="Comma list of train, prefill, decode."),
+    decode_tokens: int = typer.Option(64, "--decode-tokens", help="New tokens per decode measurement."),
+    gemm_n: int = typer.Option(2048, "--gemm-n", help="Matrix size of the fp32 GEMM peak measurement."),
+    json_out: str = typer.Option(None, "--json", help="Write the full record (with the machine) here."),
+    plot: str = typer.Option(None, "--plot", help="Write a tokens/s + memory vs sequence length PNG here."),
+) -> None:
+    """Tokens/s of a compiled training step, prefill and KV-cache decode; FLOPs, MFU, peak memory."""
+    from tinygpt_mlx.bench import BenchSettings, plot_bench, run_bench
+
+    settings = BenchSettings(sizes=_split(sizes), seq_lens=_split(seq_len, int), batch=batch, steps=steps,
+                             warmup=warmup, dtype=dtype, vocab=vocab, decode_tokens=decode_tokens, gemm_n=gemm_n,
+                             phases=_split(phases))
+    problems = settings.validate()
+    if problems:
+        raise UserError("; ".join(problems))
+    with console.status("benchmarking") as status:
+        record = run_bench(settings, progress=lambda text: status.update(f"benchmarking {text}"))
+
+    env = record["environment"]
+    table = Table(title=f"tinygpt bench: {env['device']}/{env['backend']}, {dtype}, "
+                        f"batch {batch}; fp32 GEMM {record['gemm_fp32_gflops']:.0f} GFLOP/s")
+    for column in ("size", "params", "seq", "train tok/s", "step ms", "GFLOP/s", "MFU", "train MB",
+                   "prefill tok/s", "decode tok/s"):
+        table.add_column(column, justify="right")
+    for case in record["results"]:
+        tr, pf, dc = case.get("train", {}), case.get("prefill", {}), case.get("decode", {})
+        table.add_row(case["size"], f"{case['params'] / 1e6:.2f}M", str(case["seq_len"]),
+                      _fmt(tr.get("tokens_per_s"), ",.0f"), _fmt(tr.get("step_ms"), ".0f"),
+                      _fmt(tr.get("achieved_gflops"), ".1f"), _fmt(tr.get("mfu"), ".0%"),
+                      _fmt(tr.get("peak_memory_mb"), ",.0f"), _fmt(pf.get("tokens_per_s"), ",.0f"),
+                      _fmt(dc.get("tokens_per_s"), ",.0f"))
+    console.print(table)
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump(record, f, indent=2)
+        console.print(f"wrote {json_out}")
+    if plot:
+        plot_bench(record, plot)
+        console.print(f"wrote {plot}")
