@@ -28,6 +28,7 @@ def _register() -> None:
     from tinygpt_mlx.cli import sample_cmd  # noqa: F401
     from tinygpt_mlx.cli import train_cmd  # noqa: F401
     from tinygpt_mlx.cli import scaling_cmd  # noqa: F401
+    from tinygpt_mlx.cli import bench_cmd  # noqa: F401
     from tinygpt_mlx.cli import seal_cmd  # noqa: F401
     from tinygpt_mlx.cli import interop_cmd  # noqa: F401
 
