@@ -1,0 +1,192 @@
+"""Where a training step's time goes: each kind of op timed on its own at the step's real shapes.
+
+Run by hand (not a test):
+
+    python benchmarks/profile_step.py                 # reference shape, fp32
+    python benchmarks/profile_step.py --stock-gelu    # with mlx.nn.gelu_approx, as before the fast CPU GELU
+    python benchmarks/profile_step.py --json profile.json
+
+Rows: all linear-layer GEMMs (forward, input and weight gradients, the tied head included), attention
+(head split, causal SDPA and its backward, head merge), layer norms, GELU, cross-entropy, the embedding
+gathers and their scatter-add gradients, the optimizer (clip + AdamW with decay mask + the non-finite
+guard, as TrainStep runs it), and data (window sampling from a token array + host-to-MLX copy). Each is
+a compiled function with forward + backward where there is one, multiplied by its count per step. The
+components and the full TrainStep alternate round by round; medians of wall and process CPU time are
+reported. "other" is the full step minus the sum: residual adds, casts, graph scheduling, memory traffic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+# isort: off
+import tinygpt_mlx  # noqa: F401 - loads the fast BLAS before mlx.core binds the slow one
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+# isort: on
+
+import tinygpt_mlx.model as model_lib
+from tinygpt_mlx.config import Config, ModelConfig
+from tinygpt_mlx.train.optim import build_optimizer
+from tinygpt_mlx.train.step import TrainStep, cross_entropy_loss
+
+
+def components(args: argparse.Namespace, cfg: Config, model: model_lib.TinyGPT) -> dict:
+    """name -> (function of no arguments returning arrays to evaluate, count per step, FLOPs per call)."""
+    B, T, d, V, L, H = args.batch, args.seq, args.d_model, args.vocab, args.n_layers, args.n_heads
+    f = cfg.model.hidden_dim
+    key = iter(mx.random.split(mx.random.key(0), 64))
+
+    def rnd(*shape):
+        a = mx.random.normal(shape, key=next(key))
+        mx.eval(a)  # evaluate now: a lazy input would put the random draw inside the timed graph
+        return a
+
+    # GEMMs: y = x W^T, dx = g W, dW = g^T x for every linear layer, on [B*T, in] activations.
+    shapes = [(d, 3 * d), (d, d), (d, f), (f, d)] * L + [(d, V)]
+    gemm_in = [(rnd(B * T, i), rnd(o, i), rnd(B * T, o)) for i, o in shapes]
+
+    def gemms():
+        return [out for x, w, g in gemm_in for out in (x @ w.T, g @ w, g.T @ x)]
+
+    gemm_flops = sum(3 * 2 * B * T * i * o for i, o in shapes)
+
+    # Attention core, exactly as CausalSelfAttention does it between c_attn and c_proj.
+    qkv, gy = rnd(B, T, 3 * d), rnd(B, T, d)
+    scale = (d // H) ** -0.5
+
+    def attn_core(qkv):
+        q, k, v = mx.split(qkv, 3, axis=-1)
+        q, k, v = (a.reshape(B, T, H, -1).transpose(0, 2, 1, 3) for a in (q, k, v))
+        y = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask="causal")
+        return (y.transpose(0, 2, 1, 3).reshape(B, T, d) * gy).sum()
+
+    attn = mx.grad(attn_core)
+    attn_flops = 3 * 2 * 2 * B * H * T * T * (d // H)  # QK^T and PV, forward + 2x backward
+
+    x_ln, g_ln, w_ln, b_ln = rnd(B, T, d), rnd(B, T, d), mx.ones((d,)), mx.zeros((d,))
+    ln = mx.grad(lambda x, w, b: (mx.fast.layer_norm(x, w, b, cfg.model.layer_norm_eps) * g_ln).sum(), argnums=(0, 1, 2))
+    x_fc, g_fc = rnd(B, T, f), rnd(B, T, f)
+    gelu = mx.grad(lambda x: (model_lib.gelu_approx(x) * g_fc).sum())
+    logits, targets = rnd(B, T, V), mx.random.randint(0, V, (B, T), key=next(key))
+    mx.eval(targets)
+    xent = mx.grad(lambda z: cross_entropy_loss(z, targets))
+    idx, wte, wpe = mx.random.randint(0, V, (B, T), key=next(key)), rnd(V, d), rnd(T, d)
+    mx.eval(idx)
+    g_emb = rnd(B, T, d)
+    embed = mx.grad(lambda a, b: ((a[idx] + b[mx.arange(T)]) * g_emb).sum(), argnums=(0, 1))
+
+    # The optimizer as TrainStep applies it: clip, AdamW (decay mask via MultiOptimizer), guard.
+    optimizer = build_optimizer(cfg, 10_000)
+    params = model.trainable_parameters()
+    grads = nn.utils.tree_map(lambda p: 1e-3 * mx.ones_like(p), params)
+    optimizer.init(params)
+    mx.eval(grads, optimizer.state)
+    state = [optimizer.state]
+
+    def opt_update(grads):
+        import mlx.optimizers as optim
+
+        clipped, norm = optim.clip_grad_norm(grads, cfg.optim.grad_clip)
+        ok = mx.isfinite(norm)
+        new = optimizer.apply_gradients(clipped, params)
+        return nn.utils.tree_map(lambda n, p: mx.where(ok, n, p), new, params)
+
+    opt_compiled = mx.compile(opt_update, inputs=state, outputs=state)
+
+    tokens = np.random.default_rng(0).integers(0, V, size=2_000_000, dtype=np.uint16)
+    rng = np.random.default_rng(1)
+
+    def data():
+        starts = rng.integers(0, len(tokens) - T - 1, size=B)
+        win = np.stack([tokens[s : s + T + 1] for s in starts]).astype(np.int32)
+        return [mx.array(win[:, :-1]), mx.array(win[:, 1:])]
+
+    gemms, attn, ln, gelu, xent, embed = (mx.compile(fn) for fn in (gemms, attn, ln, gelu, xent, embed))
+    return {
+        "GEMMs (linear layers + head, fwd+bwd)": (gemms, 1, gemm_flops),
+        "attention (SDPA + head split/merge, fwd+bwd)": (lambda: attn(qkv), L, attn_flops),
+        "layer norm (fwd+bwd)": (lambda: ln(x_ln, w_ln, b_ln), 2 * L + 1, 0),
+        "GELU (fwd+bwd)": (lambda: gelu(x_fc), L, 0),
+        "cross-entropy (fwd+bwd)": (lambda: xent(logits), 1, 0),
+        "embeddings (gather + scatter-add grad)": (lambda: embed(wte, wpe), 1, 0),
+        "optimizer (clip + AdamW + guard)": (lambda: [opt_compiled(grads), state], 1, 0),
+        "data (sample windows, copy to MLX)": (data, 1, 0),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--d-model", dest="d_model", type=int, default=256)
+    p.add_argument("--n-layers", dest="n_layers", type=int, default=4)
+    p.add_argument("--n-heads", dest="n_heads", type=int, default=4)
+    p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--vocab", type=int, default=65)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--stock-gelu", action="store_true", help="use mlx.nn.gelu_approx (the pre-optimisation GELU)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    if args.stock_gelu:
+        model_lib.gelu_approx = nn.gelu_approx
+
+    cfg = Config()
+    cfg.model = ModelConfig(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, max_seq_len=args.seq)
+    mx.random.seed(0)
+    model = model_lib.TinyGPT(cfg.model, args.vocab)
+    step = TrainStep(model, build_optimizer(cfg, 10_000), cfg)
+    x = mx.random.randint(0, args.vocab, (args.batch, args.seq), key=mx.random.key(1))
+    y = mx.roll(x, -1, axis=1)
+    mx.eval(x, y)
+
+    def full_step():
+        loss, _, _ = step(x, y)
+        return [loss, step.state]
+
+    parts = components(args, cfg, model)
+    runs = {"full TrainStep": (full_step, 1, 0), **parts}
+    for fn, _, _ in runs.values():
+        for _ in range(2):
+            mx.eval(fn())
+    walls = {k: [] for k in runs}
+    cpus = {k: [] for k in runs}
+    for _ in range(args.rounds):
+        for name, (fn, count, _) in runs.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(count):
+                mx.eval(fn())
+            walls[name].append(time.perf_counter() - wall)
+            cpus[name].append(time.process_time() - cpu)
+
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    cpu = {k: statistics.median(v) for k, v in cpus.items()}
+    total = med["full TrainStep"]
+    rows = []
+    for name, (_, count, flops) in runs.items():
+        rows.append({"component": name, "count_per_step": count, "ms": med[name] * 1e3, "cpu_ms": cpu[name] * 1e3,
+                     "share": med[name] / total,
+                     "gflops_per_s": flops * count / med[name] / 1e9 if flops else None})
+    parts_sum = sum(med[k] for k in parts)
+    rows.append({"component": "other (full step - sum of parts)", "count_per_step": 1, "ms": (total - parts_sum) * 1e3,
+                 "cpu_ms": (cpu["full TrainStep"] - sum(cpu[k] for k in parts)) * 1e3,
+                 "share": (total - parts_sum) / total, "gflops_per_s": None})
+
+    tokens = args.batch * args.seq
+    print(f"d{args.d_model}/L{args.n_layers}/H{args.n_heads} seq {args.seq} batch {args.batch} vocab {args.vocab} fp32, "
+          f"GELU: {'stock nn.gelu_approx' if args.stock_gelu else 'tinygpt_mlx.model.gelu_approx'}; "
+          f"full step {total * 1e3:.0f} ms = {tokens / total:.0f} tokens/s (median of {args.rounds})")
+    print(f"{'component':48s} {'x/step':>6s} {'wall ms':>9s} {'cpu ms':>9s} {'share':>7s} {'GFLOP/s':>8s}")
+    for r in rows:
+        gf = f"{r['gflops_per_s']:8.1f}" if r["gflops_per_s"] else " " * 8
+        print(f"{r['component']:48s} {r['count_per_step']:6d} {r['ms']:9.1f} {r['cpu_ms']:9.1f} {r['share']:7.1%} {gf}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"shape": vars(args), "rows": rows}, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
