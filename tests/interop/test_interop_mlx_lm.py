@@ -65,10 +65,14 @@ def test_inexpressible_options_are_refused(make_checkpoint, tmp_path, options, n
     assert not (tmp_path / "mlx").exists()
 
 
-def test_cli_export_mlx_lm(make_checkpoint, tmp_path, cli) -> None:
+def test_cli_export_mlx_lm_and_greedy_equals_tinygpt_sample(make_checkpoint, tmp_path, cli) -> None:
     run, model, tok = make_checkpoint()
     done = cli("export", "--checkpoint", str(run), "--format", "mlx-lm", "--output", str(tmp_path / "m"))
     assert done.returncode == 0, done.stderr
-    theirs, _ = mlx_lm.load(str(tmp_path / "m"))
+    theirs, their_tok = mlx_lm.load(str(tmp_path / "m"))
     x = batch(tok, 1)
     assert mx.abs(theirs(x) - model(x)).max().item() <= 1e-5
+    sample = cli("sample", "--checkpoint", str(run), "--prompt", "Once", "--temperature", "0",
+                 "--max-new-tokens", "24")
+    assert sample.returncode == 0, sample.stderr
+    assert sample.stdout == "Once" + mlx_lm.generate(theirs, their_tok, "Once", max_tokens=24) + "\n"
