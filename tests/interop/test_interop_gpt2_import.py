@@ -151,3 +151,23 @@ def test_seal_adapts_an_imported_gpt2(hf_gpt2, tmp_path, cli, tinystories_dir) -
                "--run_dir", str(tmp_path / "seal"), "--data-dir", str(tinystories_dir))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "seal" / "adapt.jsonl").stat().st_size > 0
+
+
+def test_padded_vocabulary_is_kept(tmp_path, gpt2_bpe_dir) -> None:
+    # nanoGPT pads GPT-2's 50257 rows to 50304 for speed; the extra rows must survive the import.
+    from transformers import GPT2LMHeadModel, GPT2Tokenizer
+
+    hf_dir = tmp_path / "padded"
+    torch.manual_seed(1)
+    config = GPT2LMHeadModel.config_class(vocab_size=50304, n_embd=16, n_layer=1, n_head=2, n_positions=32,
+                                          initializer_range=0.3)
+    hf = GPT2LMHeadModel(config).eval()
+    hf.save_pretrained(str(hf_dir))
+    GPT2Tokenizer.from_pretrained(str(gpt2_bpe_dir)).save_pretrained(str(hf_dir))
+    import_gpt2(hf_dir, tmp_path / "ckpt")
+    model, tok, cfg, _ = load_for_inference(tmp_path / "ckpt")
+    assert (cfg.model.vocab_size, model.vocab_size, tok.vocab_size) == (50304, 50304, 50257)
+    ids = tok.encode(PROMPT)
+    with torch.no_grad():
+        theirs = hf(torch.tensor([ids])).logits.numpy()
+    assert np.abs(np.array(model(mx.array([ids]))) - theirs).max() <= 1e-4

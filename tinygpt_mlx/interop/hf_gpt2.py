@@ -126,7 +126,10 @@ def _weight_files(hf_dir: Path) -> list[Path]:
             return [hf_dir / single]
         index = hf_dir / f"{single}.index.json"
         if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            try:
+                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except (json.JSONDecodeError, KeyError, AttributeError, TypeError, UnicodeDecodeError):
+                raise UserError(f"{index} is not a valid weight index (no weight_map)") from None
             absent = [s for s in shards if not (hf_dir / s).is_file()]
             if absent:
                 raise UserError(f"{index} names shard {absent[0]}, which is missing from {hf_dir}")
@@ -156,7 +159,7 @@ def read_hf_weights(hf_dir: Path) -> dict[str, mx.array]:
             try:
                 part = mx.load(str(path))
             except (RuntimeError, ValueError) as err:
-                raise UserError(f"cannot read {path}: {err}") from None
+                raise UserError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
         else:
             part = _read_torch_bin(path)
         tensors.update({k: v.astype(mx.float32) for k, v in part.items()})
@@ -223,6 +226,8 @@ def import_gpt2(hf_dir: str | Path, output: str | Path) -> Path:
     weights = from_hf(tensors, ModelConfig(**model), int(raw["vocab_size"]), hf_dir)
 
     output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file; give a folder for the imported checkpoint")
     if step_folders(output):
         raise UserError(f"{output} already holds checkpoints; import into a new folder")
     cfg = imported_config(model, int(raw["vocab_size"]), tokenizer.vocab_size,
