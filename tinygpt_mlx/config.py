@@ -78,7 +78,7 @@ class DataConfig:
     block_size: int = 256
     """Tokens per training window; at most model.max_seq_len."""
     num_workers: int = 4
-    """Processes used to tokenize during `data prepare`."""
+    """Reserved for parallel tokenization; `data prepare` already uses every core through HF `encode_batch`."""
     val_frac: float = 0.05
     """Validation share when the source has no validation split of its own."""
     split_seed: int = 1234
