@@ -8,6 +8,7 @@ mlx-lm's `gpt2` model is a plain dump of `tree_flatten(model.parameters())`.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -41,20 +42,33 @@ def _tanh_rational(x: mx.array) -> mx.array:
     return x * p / q
 
 
-@mx.custom_function
-def _gelu_arith(x: mx.array) -> mx.array:
+# Both directions are compiled shapeless, as mlx.nn.gelu_approx is: outside a compiled step (decoding
+# token by token) the ~25 elementwise ops would otherwise each be dispatched separately.
+@partial(mx.compile, shapeless=True)
+def _gelu_arith_forward(x: mx.array) -> mx.array:
     x32 = x.astype(mx.float32)
     y = 0.5 * x32 * (1 + _tanh_rational(_GELU_C * (x32 + _GELU_K * (x32 * x32 * x32))))
     return y.astype(x.dtype)
 
 
-@_gelu_arith.vjp
-def _gelu_arith_vjp(primals, cotangent, output):
-    x = (primals[0] if isinstance(primals, (list, tuple)) else primals).astype(mx.float32)
+@partial(mx.compile, shapeless=True)
+def _gelu_arith_backward(x: mx.array, cotangent: mx.array) -> mx.array:
+    x = x.astype(mx.float32)
     x2 = x * x
     t = _tanh_rational(_GELU_C * x * (1 + _GELU_K * x2))
     slope = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _GELU_C * (1 + 3 * _GELU_K * x2)
-    return ((cotangent.astype(mx.float32) * slope).astype(cotangent.dtype),)
+    return (cotangent.astype(mx.float32) * slope).astype(cotangent.dtype)
+
+
+@mx.custom_function
+def _gelu_arith(x: mx.array) -> mx.array:
+    return _gelu_arith_forward(x)
+
+
+@_gelu_arith.vjp
+def _gelu_arith_vjp(primals, cotangent, output):
+    x = primals[0] if isinstance(primals, (list, tuple)) else primals
+    return (_gelu_arith_backward(x, cotangent),)
 
 
 def gelu_approx(x: mx.array) -> mx.array:
