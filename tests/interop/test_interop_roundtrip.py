@@ -8,6 +8,7 @@ import pytest
 
 from tinygpt_mlx.interop import export_checkpoint
 from tinygpt_mlx.interop.hf_gpt2 import import_gpt2
+from tinygpt_mlx.tokenizers import load_tokenizer
 
 torch = pytest.importorskip("torch")
 mlx_lm = pytest.importorskip("mlx_lm")
@@ -35,10 +36,17 @@ def test_imported_gpt2_exported_to_mlx_lm_matches_transformers(hf_gpt2, tmp_path
         theirs = hf(torch.tensor([ids])).logits.numpy()
     assert np.abs(np.array(model(mx.array([ids]))) - theirs).max() <= 1e-4
 
-    # Greedy text: mlx-lm (BPE streaming detokenizer) == `tinygpt sample` on the imported checkpoint.
-    text = mlx_lm.generate(model, tokenizer, PROMPT, max_tokens=12)
-    sample = cli("sample", "--checkpoint", str(tmp_path / "ckpt"), "--prompt", PROMPT, "--temperature", "0",
-                 "--max-new-tokens", "12")
-    assert sample.returncode == 0, sample.stderr
-    assert sample.stdout == PROMPT + text + "\n"
-    assert len(text) > 12  # twelve BPE tokens of real text
+    # Greedy text: mlx-lm == `tinygpt sample` on the imported checkpoint, leading space included.
+    for prompt in (PROMPT, "Once upon a time", "Tom"):
+        text = mlx_lm.generate(model, tokenizer, prompt, max_tokens=12)
+        sample = cli("sample", "--checkpoint", str(tmp_path / "ckpt"), "--prompt", prompt, "--temperature", "0",
+                     "--max-new-tokens", "12")
+        assert sample.returncode == 0, sample.stderr
+        assert sample.stdout == prompt + text + "\n"
+        assert len(text) > 12  # twelve BPE tokens of real text
+
+    # The rewrapped decoder decodes exactly as the checkpoint's tokenizer does, and still loads as ours.
+    ours, exported = load_tokenizer(tmp_path / "ckpt" / "last" / "tokenizer"), load_tokenizer(out)
+    ids = ours.encode(" Once upon a time,  naïve \n\n x<|endoftext|>")
+    assert exported.fingerprint == ours.fingerprint and exported.decode(ids) == ours.decode(ids)
+    assert tokenizer.decode(ids) == ours.decode(ids)

@@ -48,4 +48,16 @@ def export_mlx_lm(checkpoint: str | Path, output: str | Path) -> Path:
         config = gpt2_config(cfg, ckpt.vocab_size, tokenizer.eos_id)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         tokenizer.save(tmp)  # tokenizer.json + tokenizer_config.json, which mlx-lm's loader reads
+        exact_text_decoder(tmp / "tokenizer.json")
     return Path(output)
+
+
+def exact_text_decoder(tokenizer_json: Path) -> None:
+    """Wrap a bare ByteLevel decoder in a one-element Sequence, so mlx-lm's generated text is exact."""
+    # mlx-lm streams a bare ByteLevel decoder through its BPEStreamingDetokenizer, which drops the leading
+    # space of every completion ("Tom" + " Closed" prints as "TomClosed"). The wrapped decoder decodes
+    # byte for byte the same, and mlx-lm then falls back to tokenizer.decode, which keeps the space.
+    spec = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    if (spec.get("decoder") or {}).get("type") == "ByteLevel":
+        spec["decoder"] = {"type": "Sequence", "decoders": [spec["decoder"]]}
+        tokenizer_json.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
