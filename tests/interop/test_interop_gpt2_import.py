@@ -137,6 +137,14 @@ def test_fine_tune_and_eval_an_imported_gpt2_on_tinystories(hf_gpt2, tmp_path, c
     assert scored.returncode == 0, scored.stderr
     assert (tmp_path / "ev" / "evaluation_results.csv").is_file()
 
+    # An import holds weights only: resuming it is refused with the way out, not a traceback.
+    resumed = cli("train", "--resume", str(tmp_path / "gpt2"), "--config", str(imported_cfg),
+                  "--save_dir", str(tmp_path / "rs"), "--max-steps", "2", *data,
+                  "-o", "schedule.warmup_steps=0")
+    assert resumed.returncode == 2
+    assert "holds weights only" in resumed.stderr and "--init-from" in resumed.stderr
+    assert "Traceback" not in resumed.stderr
+
 
 def test_seal_adapts_an_imported_gpt2(hf_gpt2, tmp_path, cli, tinystories_dir) -> None:
     import yaml

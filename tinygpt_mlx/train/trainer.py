@@ -98,7 +98,11 @@ def _find_start(run_dir: Path, resume: str | None, reporter_msg: Any) -> ckpt_io
     if path is None:
         reporter_msg(f"no complete checkpoint in {run_dir}; starting from step 0")
         return None
-    return ckpt_io.load_checkpoint(path)
+    ckpt = ckpt_io.load_checkpoint(path)
+    if "sampler" not in ckpt.state:  # e.g. an imported GPT-2: weights without a training state
+        raise UserError(f"{ckpt.path} holds weights only (no training state to resume); "
+                        "start from it with --init-from instead")
+    return ckpt
 
 
 class Batches:
