@@ -2,7 +2,9 @@
 
 The step follows mlx-lm's tuner/trainer.py: everything that changes (model weights, optimizer state,
 the random key that dropout draws from, the float16 loss scale) is captured as compile state, so the
-whole update (accumulation, clipping, the optimizer and the non-finite guard) is one graph.
+whole update (accumulation, clipping, the optimizer and the non-finite guard) is one graph. Under data
+parallelism (a `group` of several ranks) the gradients and the loss are averaged over the ranks in that
+same graph, as mlx-lm's tuner does with `average_gradients`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class TrainStep:
     - ok: False when the loss or the gradient was non-finite; then weights and optimizer state are
       left exactly as they were (float16: a loss-scale overflow is skipped silently and stays ok,
       unless the scale is already at its floor of 1).
+    With a distributed `group`, x and y are this rank's share of the global batch; gradients and loss
+    are averaged over the ranks before clipping, so every rank clips, guards and updates identically.
     Build it after the model and optimizer state are final (e.g. restored from a checkpoint): compile
     captures those containers, so replacing `optimizer.state` later would go unseen. Evaluate after a
     call with `mx.eval(step.state, loss, grad_norm, ok)`.
@@ -55,8 +59,10 @@ class TrainStep:
         cfg: Config,
         loss_scale: float = INIT_LOSS_SCALE,
         growth_interval: int = GROWTH_INTERVAL,
+        group: mx.distributed.Group | None = None,
     ) -> None:
         self.model = model
+        self.group = group if group is not None and group.size() > 1 else None
         self.optimizer = optimizer
         self.accum = cfg.runtime.grad_accum_steps
         self.grad_clip = cfg.optim.grad_clip
@@ -117,6 +123,11 @@ class TrainStep:
         params = self.model.trainable_parameters()
         old_opt_state = tree_map(lambda a: a, self.optimizer.state)  # new containers, same arrays
         loss, grads = self._accumulate(params, x, y)
+        if self.group is not None:
+            # One all-reduce for both (average_gradients packs the tree into one buffer). Averaging before
+            # clipping and the finite check keeps every rank's update identical to a 1-rank run's.
+            mean = nn.average_gradients({"grads": grads, "loss": loss}, group=self.group)
+            grads, loss = mean["grads"], mean["loss"]
         if self.grad_clip > 0:
             grads, grad_norm = optim.clip_grad_norm(grads, self.grad_clip)
         else:
@@ -158,6 +169,7 @@ def _select_in_place(keep_new: mx.array, live: Any, old: Any) -> None:
             live[k] = mx.where(keep_new, value, old[k])
 
 
-def make_train_step(model: nn.Module, optimizer: optim.Optimizer, cfg: Config) -> TrainStep:
-    """The training step for cfg (compiled unless runtime.compile is false)."""
-    return TrainStep(model, optimizer, cfg)
+def make_train_step(model: nn.Module, optimizer: optim.Optimizer, cfg: Config,
+                    group: mx.distributed.Group | None = None) -> TrainStep:
+    """The training step for cfg (compiled unless runtime.compile is false), averaging over `group`."""
+    return TrainStep(model, optimizer, cfg, group=group)

@@ -4,6 +4,8 @@
 `run_config.yaml`, `env.json`, `metrics.jsonl`, `step-NNNNNNN/` checkpoints and the `last` / `best` links.
 Resuming is exact: the checkpoint carries weights, optimizer state (with its step), the python / numpy /
 mlx RNG states, the batch sampler's position and the loop's counters, so 20 + 20 steps equal 40.
+Under `mlx.launch` (distributed.py) every rank runs this same loop on its share of each global batch;
+only rank 0 writes files or prints, and every wait on the other ranks is bounded by a watchdog.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import mlx.core as mx
 import numpy as np
 
 from tinygpt_mlx.config import Config, ConfigError, check_vocab, dump_config
-from tinygpt_mlx.data.loader import BatchSampler, TokenFile, eval_windows, windows
+from tinygpt_mlx.data.loader import BatchSampler, TokenFile, eval_windows, shard, windows
 from tinygpt_mlx.data.prepare import prepare_data
+from tinygpt_mlx.distributed import NullLog, World
 from tinygpt_mlx.errors import UserError
 from tinygpt_mlx.generate import generate_text
 from tinygpt_mlx.model import TinyGPT
@@ -106,26 +109,36 @@ def _find_start(run_dir: Path, resume: str | None, reporter_msg: Any) -> ckpt_io
 
 
 class Batches:
-    """Training batches [accum, B, T] from the seeded sampler, remembering the state each came from."""
+    """Training batches [accum, B / world_size, T]: this rank's rows of each global batch, with the state."""
 
-    def __init__(self, tokens: np.ndarray, sampler: BatchSampler, accum: int):
+    def __init__(self, tokens: np.ndarray, sampler: BatchSampler, accum: int, rank: int = 0, world_size: int = 1):
         self.tokens, self.sampler, self.accum = tokens, sampler, accum
+        self.rank, self.world_size = rank, world_size
 
     def next(self) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """(x, y, sampler state before this batch): saving that state makes resume redraw this batch."""
         state = self.sampler.state_dict()
         pairs = [self.sampler.next_batch(self.tokens) for _ in range(self.accum)]
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), state
+        x = np.stack([shard(p[0], self.rank, self.world_size) for p in pairs])
+        return x, np.stack([shard(p[1], self.rank, self.world_size) for p in pairs]), state
 
 
-def evaluate(model: TinyGPT, x: np.ndarray, y: np.ndarray, n_bytes: int, batch_size: int) -> dict[str, float]:
-    """Mean validation loss, perplexity and bits per byte on the pinned windows (no dropout)."""
+def evaluate(model: TinyGPT, x: np.ndarray, y: np.ndarray, n_bytes: int, batch_size: int,
+             world: World | None = None) -> dict[str, float]:
+    """Mean validation loss, perplexity and bits per byte on the pinned windows (no dropout).
+
+    With a world of several ranks each rank scores its share of the windows and the sums are added up.
+    """
     model.eval()
     total = mx.array(0.0)
-    for i in range(0, len(x), batch_size):
-        logits = model(mx.array(x[i : i + batch_size]))
-        total = total + cross_entropy_loss(logits, mx.array(y[i : i + batch_size]), reduction="sum")
+    rows = world.rows(len(x)) if world is not None else slice(0, len(x))
+    for i in range(rows.start, rows.stop, batch_size):
+        end = min(i + batch_size, rows.stop)
+        logits = model(mx.array(x[i:end]))
+        total = total + cross_entropy_loss(logits, mx.array(y[i:end]), reduction="sum")
         mx.eval(total)
+    if world is not None:
+        total = world.sum(total)
     model.train()
     sum_nats = total.item()
     mean = sum_nats / y.size
@@ -142,6 +155,10 @@ def target_bytes(tokenizer: Any, y: np.ndarray) -> int:
 def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
           live: bool | None = None) -> TrainResult:
     """Train cfg's model; `resume` is 'auto' or a checkpoint path, `init_from` a checkpoint for weights only."""
+    world = World.init()  # the ranks of an mlx.launch, or a world of one
+    if cfg.runtime.backend == "torch" and world.size > 1:
+        raise UserError("runtime.backend torch does not run under mlx.launch; use the mlx backend for "
+                        "data-parallel training")
     if cfg.runtime.backend == "torch":  # the PyTorch path: imported only here, so torch stays optional
         from tinygpt_mlx.torch import require_torch
 
@@ -151,21 +168,28 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
         return train_torch(cfg, resume=resume, init_from=init_from, live=live)
     if cfg.checkpoint.best_by not in BEST_BY:
         raise ConfigError([f"checkpoint.best_by = {cfg.checkpoint.best_by!r} is not one of {', '.join(BEST_BY)}"])
+    world.check_batch(cfg.data.batch_size)
     run_dir = Path(cfg.checkpoint.save_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    say = Reporter(0, live=False).message  # plain messages until the bar exists
+    quiet = None if world.is_main else open(os.devnull, "w")  # only rank 0 prints
+    say = Reporter(0, live=False, stream=quiet).message  # plain messages until the bar exists
     start = _find_start(run_dir, resume, say)
 
     # Seeds first: model init and dropout draw from mlx's generator; a resume overwrites them below.
     seed_everything(cfg.runtime.seed)
+    # Rank 0 prepares (or finds) the token files first, so ranks sharing a disk never write them together.
+    if not world.is_main:
+        world.barrier("data preparation", watched=False)
     data = prepare_data(cfg)
+    if world.is_main:
+        world.barrier("data preparation", watched=False)
     tokenizer = data.tokenizer
     check_vocab(cfg, tokenizer.vocab_size)
     train_tokens = TokenFile(data.train_path).tokens
     val_tokens = TokenFile(data.val_path).tokens
     block, batch = cfg.data.block_size, cfg.data.batch_size
     sampler = BatchSampler(len(train_tokens), batch, block, cfg.runtime.seed)
-    batches = Batches(train_tokens, sampler, cfg.runtime.grad_accum_steps)
+    batches = Batches(train_tokens, sampler, cfg.runtime.grad_accum_steps, world.rank, world.size)
     total_steps = total_steps_for(cfg, len(train_tokens))
     tokens_per_step = batch * block * cfg.runtime.grad_accum_steps
 
@@ -202,29 +226,38 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
             best = {"metric": cfg.checkpoint.best_by, "value": None, "step": None}
         sampler.load_state_dict(state["sampler"])
         ckpt_io.restore_rng(state["rng"])
-        dropped = truncate_after(run_dir / METRICS_FILE, step)
+        dropped = truncate_after(run_dir / METRICS_FILE, step) if world.is_main else 0
         say(f"resuming from {start.path} at step {step}"
             + (f" ({dropped} metric lines past it dropped)" if dropped else ""))
-    else:
+    elif world.is_main:
         truncate_after(run_dir / METRICS_FILE, 0)  # lines of a run that died before its first checkpoint
-    train_step = make_train_step(model, optimizer, cfg)
+    world.check_same({"tokenizer": tokenizer.fingerprint, "training tokens": len(train_tokens),
+                      "validation tokens": len(val_tokens), "vocabulary": vocab, "start step": step})
+    # Identical weights on every rank even where the seeded init could differ by an ulp across machines.
+    model.update(world.broadcast(model.parameters(), "the start-up weight broadcast"))
+    world.decorrelate_rng()  # after the init and the restore, which must match on every rank
+    train_step = make_train_step(model, optimizer, cfg, group=world.group)
     if loss_scale is not None:
         train_step.scaler["scale"] = mx.array(loss_scale["scale"], mx.float32)
         train_step.scaler["good_steps"] = mx.array(loss_scale["good_steps"], mx.int32)
     mx.eval(model.parameters(), optimizer.state)
 
-    dump_config(cfg, run_dir / "run_config.yaml")
-    from tinygpt_mlx.envinfo import environment_record
+    if world.is_main:
+        dump_config(cfg, run_dir / "run_config.yaml")
+        from tinygpt_mlx.envinfo import environment_record
 
-    (run_dir / "env.json").write_text(json.dumps(environment_record(), indent=2) + "\n")
+        (run_dir / "env.json").write_text(json.dumps(environment_record(), indent=2) + "\n")
 
-    metrics = MetricsLog(run_dir)
-    reporter = Reporter(total_steps, step, live=live)
+    metrics = MetricsLog(run_dir) if world.is_main else NullLog()
+    reporter = Reporter(total_steps, step, live=live if world.is_main else False, stream=quiet)
     result = TrainResult(run_dir, step, total_steps, tokens_seen)
+    ranks = f" on {world.size} ranks ({batch // world.size} sequences each per micro-batch)" if world.size > 1 else ""
     reporter.message(f"training {model.num_params():,} parameters for {total_steps} steps "
-                     f"({tokens_per_step:,} tokens/step) into {run_dir}")
+                     f"({tokens_per_step:,} tokens/step){ranks} into {run_dir}")
 
     def save(new_best: bool) -> None:
+        if not world.is_main:
+            return
         folder = ckpt_io.save_checkpoint(run_dir, step, model, optimizer, cfg, tokenizer, {
             "step": step, "tokens_seen": tokens_seen, "elapsed_s": elapsed_before + time.time() - t_start,
             "total_steps": total_steps, "rng": ckpt_io.capture_rng(), "sampler": sampler_state,
@@ -242,16 +275,20 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
     x, y, sampler_state = batches.next()
     with StopRequest() as stop:
         try:
-            while step < total_steps and not stop.requested:
+            # A signal seen by any rank stops every rank after the same step (one tiny all_max per step).
+            while step < total_steps and not world.max_int(stop.signum or 0, f"the stop check at step {step}"):
                 t0 = time.perf_counter()
-                loss, grad_norm, ok = train_step(mx.array(x), mx.array(y))
-                mx.async_eval(train_step.state, loss, grad_norm, ok)
-                # Build the next batch on the host while the step runs.
-                x, y, next_state = batches.next()
+                with world.watch(f"step {step + 1}"):
+                    loss, grad_norm, ok = train_step(mx.array(x), mx.array(y))
+                    mx.async_eval(train_step.state, loss, grad_norm, ok)
+                    # Build the next batch on the host while the step runs.
+                    x, y, next_state = batches.next()
+                    finite = ok.item()  # waits for the step, and so for the other ranks' gradients
                 step += 1
+                # Exact without a reduction: every rank ran B / world_size full windows of the global batch.
                 tokens_seen += tokens_per_step
                 sampler_state = next_state  # the state that redraws the next batch, for checkpoints
-                if ok.item():
+                if finite:
                     nonfinite["consecutive"] = 0
                 else:
                     _on_nonfinite(cfg, step, loss.item(), grad_norm.item(), nonfinite, reporter)
@@ -272,11 +309,13 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
 
                 new_best = False
                 if step % cfg.eval.eval_every == 0 or step == total_steps:
-                    scores = evaluate(model, val_x, val_y, val_bytes, batch)
+                    with world.watch(f"the eval at step {step}"):
+                        scores = evaluate(model, val_x, val_y, val_bytes, batch, world=world)
                     record = metrics.write("eval", step=step, tokens_seen=tokens_seen, **scores)
                     reporter.eval(record)
                     result.val_loss, result.val_bpb = scores["val_loss"], scores["val_bpb"]
-                    _samples(cfg, model, tokenizer, step, metrics, reporter)
+                    if world.is_main:
+                        _samples(cfg, model, tokenizer, step, metrics, reporter)
                     value = scores[cfg.checkpoint.best_by]
                     if best["value"] is None or value < best["value"]:
                         best, new_best = {"metric": cfg.checkpoint.best_by, "value": value, "step": step}, True
@@ -284,12 +323,14 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
                 # A new best gets its own checkpoint so that `best` always points at those exact weights.
                 if step % cfg.checkpoint.save_every == 0 or step == total_steps or new_best or stop.requested:
                     save(new_best)
+            if world.size > 1:  # adopt the signal any rank received, so all stop, save and exit alike
+                stop.signum = world.max_int(stop.signum or 0, "the final stop check") or None
             if stop.requested and (result.last_checkpoint is None or ckpt_io.step_of(result.last_checkpoint) != step):
                 save(False)  # a signal before the first step: still leave a checkpoint to resume
         finally:
             reporter.close()
             metrics.close()
-    if stop.requested:
+    if stop.requested and world.is_main:
         print(f"stopped by signal {stop.signum} at step {step}; checkpoint {result.last_checkpoint}; "
               f"continue with --resume auto", flush=True)
     result.step, result.tokens_seen, result.exit_code = step, tokens_seen, stop.exit_code
