@@ -19,7 +19,7 @@ SEAL_RUN=${SEAL_RUN:-results/seal_tinystories}
 
 # 1. The base model: configs/demo.yaml's shape (d_model 192, 4 layers) with a 2048-token BPE vocabulary
 #    and 256 positions, so a story's half fits in ~100 tokens (a char model would see a sentence or two).
-TRAIN_ARGS=(--config configs/demo.yaml --save_dir "$BASE" --data_dir "$DATA" --max_steps "$STEPS"
+TRAIN_ARGS=(--config configs/demo.yaml --save_dir "$BASE" --data_dir "$DATA" --max_steps "$STEPS" -o model.n_layers=4
             -o data.tokenizer=bpe -o data.bpe_vocab_size=2048 -o model.max_seq_len=256
             -o data.block_size=256 -o data.batch_size=16 -o schedule.warmup_steps=50)
 "$BIN/tinygpt" data prepare --config configs/demo.yaml --data_dir "$DATA" \
