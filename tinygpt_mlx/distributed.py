@@ -32,6 +32,9 @@ EXIT_PEER_LOST = 75  # sysexits EX_TEMPFAIL: not the user's fault, try again (re
 TIMEOUT_ENV = "TINYGPT_DIST_TIMEOUT"
 # Generous: a waiting rank also waits out rank 0's evals, samples and checkpoint saves.
 DEFAULT_TIMEOUT_S = 300.0
+# The first step and eval of a run also build MLX's fused CPU kernels (the system compiler runs on first use;
+# seconds, more on a busy machine), so their waits get this much extra on top of the timeout.
+WARMUP_ALLOWANCE_S = 120.0
 _POLL_S = 0.2  # how late past its deadline the watchdog may notice; polling keeps it trivially simple
 
 
@@ -67,10 +70,10 @@ class Watchdog:
         self._what = ""
         threading.Thread(target=self._run, name="tinygpt-dist-watchdog", daemon=True).start()
 
-    def arm(self, what: str) -> None:
-        """Start the clock for a wait described by `what` (e.g. 'step 12')."""
+    def arm(self, what: str, extra_s: float = 0.0) -> None:
+        """Start the clock for a wait described by `what` (e.g. 'step 12'), allowing extra_s more."""
         with self._lock:
-            self._deadline, self._what = time.monotonic() + self.timeout_s, what
+            self._deadline, self._what = time.monotonic() + self.timeout_s + extra_s, what
 
     def disarm(self) -> None:
         """The wait finished in time."""
@@ -175,15 +178,18 @@ class World:
         mx.random.seed(((hi << 32) | lo) ^ (self.rank * 0x9E3779B97F4A7C15 & (2**64 - 1)))
 
     @contextmanager
-    def watch(self, what: str, timed: bool = True) -> Iterator[None]:
-        """Run a wait on the other ranks: bounded by the timeout, a backend error becomes one line + exit 75."""
+    def watch(self, what: str, timed: bool = True, warmup: bool = False) -> Iterator[None]:
+        """Run a wait on the other ranks: bounded by the timeout, a backend error becomes one line + exit 75.
+
+        `warmup` adds WARMUP_ALLOWANCE_S for the first step / eval, which compile kernels on every rank.
+        """
         if self.group is None:
             yield
             return
         if timed and self._watchdog is None:
             self._watchdog = Watchdog(self.timeout_s, self.rank)
         if timed:
-            self._watchdog.arm(what)
+            self._watchdog.arm(what, WARMUP_ALLOWANCE_S if warmup else 0.0)
         try:
             yield
         except RuntimeError as err:  # the ring backend raises once a peer's socket closes

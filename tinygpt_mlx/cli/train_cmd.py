@@ -10,7 +10,10 @@ from tinygpt_mlx.cli.common import build_config
 EPILOG = (
     "Exit codes: 0 done; 2 user error (bad config, corrupt or incompatible checkpoint, non-finite loss); "
     "130 stopped by SIGINT (Ctrl-C) and 143 by SIGTERM, each after finishing the current step and "
-    "writing a checkpoint that `--resume auto` continues exactly. A second Ctrl-C aborts without saving."
+    "writing a checkpoint that `--resume auto` continues exactly. A second Ctrl-C aborts without saving; "
+    "75 under mlx.launch when another rank died or stopped answering for TINYGPT_DIST_TIMEOUT seconds "
+    "(default 300); the last checkpoint is intact. Data-parallel: `mlx.launch -n 2 -- tinygpt train -c CFG` "
+    "(or --hostfile hosts.json); data.batch_size is the global batch, split evenly over the ranks."
 )
 
 

@@ -278,7 +278,7 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
             # A signal seen by any rank stops every rank after the same step (one tiny all_max per step).
             while step < total_steps and not world.max_int(stop.signum or 0, f"the stop check at step {step}"):
                 t0 = time.perf_counter()
-                with world.watch(f"step {step + 1}"):
+                with world.watch(f"step {step + 1}", warmup=step == result.step):
                     loss, grad_norm, ok = train_step(mx.array(x), mx.array(y))
                     mx.async_eval(train_step.state, loss, grad_norm, ok)
                     # Build the next batch on the host while the step runs.
@@ -309,7 +309,7 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
 
                 new_best = False
                 if step % cfg.eval.eval_every == 0 or step == total_steps:
-                    with world.watch(f"the eval at step {step}"):
+                    with world.watch(f"the eval at step {step}", warmup=result.val_loss is None):
                         scores = evaluate(model, val_x, val_y, val_bytes, batch, world=world)
                     record = metrics.write("eval", step=step, tokens_seen=tokens_seen, **scores)
                     reporter.eval(record)
