@@ -74,7 +74,7 @@ class DataConfig:
     tokenizer_dir: str | None = None
     """Folder with GPT-2 `vocab.json` + `merges.txt` (or `tokenizer.json`) for tokenizer: gpt2."""
     batch_size: int = 64
-    """Sequences per micro-batch (effective batch = batch_size x runtime.grad_accum_steps)."""
+    """Global sequences per micro-batch, split over ranks under mlx.launch (x grad_accum_steps per step)."""
     block_size: int = 256
     """Tokens per training window; at most model.max_seq_len."""
     num_workers: int = 4

@@ -23,14 +23,17 @@ err_console = Console(stderr=True)
 
 def _register() -> None:
     # Each command group lives in its own module so commands stay small and independent.
-    from tinygpt_mlx.cli import data_cmd, env_cmd  # noqa: F401
-    from tinygpt_mlx.cli import eval_cmd  # noqa: F401
-    from tinygpt_mlx.cli import sample_cmd  # noqa: F401
-    from tinygpt_mlx.cli import train_cmd  # noqa: F401
-    from tinygpt_mlx.cli import scaling_cmd  # noqa: F401
-    from tinygpt_mlx.cli import bench_cmd  # noqa: F401
-    from tinygpt_mlx.cli import seal_cmd  # noqa: F401
-    from tinygpt_mlx.cli import interop_cmd  # noqa: F401
+    from tinygpt_mlx.cli import (  # noqa: F401
+        bench_cmd,
+        data_cmd,
+        env_cmd,
+        eval_cmd,
+        interop_cmd,
+        sample_cmd,
+        scaling_cmd,
+        seal_cmd,
+        train_cmd,
+    )
 
 
 def main() -> None:

@@ -153,7 +153,8 @@ class Adapter:
         chosen = [pairs[c][i] for c, i in kept.items()]
         policy_loss = finetune_policy(policy, chosen, self.seal, derive_seed(self.seed, "policy", round_no),
                                       self.tok.eos_id)
-        self.log(f"round {round_no}: kept {len(chosen)}/{len(self.task.train)} contexts, policy loss {policy_loss:.4f}")
+        tuned = f"policy loss {policy_loss:.4f}" if chosen else "policy unchanged"
+        self.log(f"round {round_no}: kept {len(chosen)}/{len(self.task.train)} contexts, {tuned}")
         # Save to a temporary folder and rename: a half-written policy folder never looks finished.
         final, tmp = policy_dir(self.run_dir, round_no), policy_dir(self.run_dir, round_no).with_suffix(".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
