@@ -27,6 +27,8 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 # isort: on
 
+from shapes import shape_parser
+
 from tinygpt_mlx.config import Config, ModelConfig
 from tinygpt_mlx.model import TinyGPT
 from tinygpt_mlx.train.optim import build_optimizer
@@ -101,13 +103,7 @@ def tinygpt_step(args: argparse.Namespace):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--d-model", dest="d_model", type=int, default=256)
-    p.add_argument("--n-layers", dest="n_layers", type=int, default=4)
-    p.add_argument("--n-heads", dest="n_heads", type=int, default=4)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--vocab", type=int, default=65)
+    p = shape_parser(__doc__.splitlines()[0])
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--json", default=None)

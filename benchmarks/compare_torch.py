@@ -32,6 +32,8 @@ import subprocess
 import sys
 import time
 
+from shapes import shape_parser
+
 
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
@@ -193,13 +195,7 @@ class TorchSide:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--d-model", dest="d_model", type=int, default=256)
-    p.add_argument("--n-layers", dest="n_layers", type=int, default=4)
-    p.add_argument("--n-heads", dest="n_heads", type=int, default=4)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--vocab", type=int, default=65)
+    p = shape_parser(__doc__.splitlines()[0])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--warmup", type=int, default=2)

@@ -29,6 +29,8 @@ import mlx.nn as nn
 import numpy as np
 # isort: on
 
+from shapes import shape_parser
+
 import tinygpt_mlx.model as model_lib
 from tinygpt_mlx.config import Config, ModelConfig
 from tinygpt_mlx.train.optim import build_optimizer
@@ -120,13 +122,7 @@ def components(args: argparse.Namespace, cfg: Config, model: model_lib.TinyGPT) 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--d-model", dest="d_model", type=int, default=256)
-    p.add_argument("--n-layers", dest="n_layers", type=int, default=4)
-    p.add_argument("--n-heads", dest="n_heads", type=int, default=4)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--vocab", type=int, default=65)
+    p = shape_parser(__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--stock-gelu", action="store_true", help="use mlx.nn.gelu_approx (the pre-optimisation GELU)")
     p.add_argument("--json", default=None)

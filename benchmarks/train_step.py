@@ -19,6 +19,8 @@ import mlx.core as mx
 import mlx.nn as nn
 # isort: on
 
+from shapes import shape_parser
+
 from tinygpt_mlx.config import Config, ModelConfig
 from tinygpt_mlx.model import TinyGPT
 from tinygpt_mlx.train.optim import build_optimizer
@@ -48,13 +50,7 @@ def cpu_timed(fn: Callable[[], None]) -> tuple[float, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--d-model", dest="d_model", type=int, default=256)
-    p.add_argument("--n-layers", dest="n_layers", type=int, default=4)
-    p.add_argument("--n-heads", dest="n_heads", type=int, default=4)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--vocab", type=int, default=65)
+    p = shape_parser(__doc__.splitlines()[0])
     p.add_argument("--accum", type=int, default=1)
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--warmup", type=int, default=2)
