@@ -67,7 +67,7 @@ class GenerationStats:
     prefill_seconds: float = 0.0
     """Prompt forward pass plus sampling the first new token."""
     decode_seconds: float = 0.0
-    """All later forward passes and samples, excluding time spent by the consumer of the stream."""
+    """Wall time from the first new token to the last (the consumer's time between tokens included)."""
     decode_steps: int = 0
     """Forward passes after the prefill (one per token after the first)."""
 
@@ -116,16 +116,16 @@ class Generator:
     def __next__(self) -> int:
         return next(self._tokens)
 
-    def _sample(self, logits: mx.array) -> int:
-        """Pick the next token from last-position logits [1, V]."""
+    def _sample(self, logits: mx.array) -> mx.array:
+        """Pick the next token from last-position logits [1, V], lazily (a [1] array)."""
         logits = logits.astype(mx.float32)
         if self.temperature == 0:
-            return mx.argmax(logits, axis=-1).item()
+            return mx.argmax(logits, axis=-1)
         logits = filter_logits(logits / self.temperature, self.top_k, self.top_p)
         if self._key is None:
-            return mx.random.categorical(logits).item()
+            return mx.random.categorical(logits)
         self._key, sub = mx.random.split(self._key)
-        return mx.random.categorical(logits, key=sub).item()
+        return mx.random.categorical(logits, key=sub)
 
     def _run(self) -> Iterator[int]:
         if self.max_new_tokens <= 0:
@@ -139,27 +139,36 @@ class Generator:
             cache = model.make_cache()
             window = ids[-limit:]
             start = time.perf_counter()
-            token = self._sample(model(mx.array([window]), cache)[:, -1, :])  # .item() forces evaluation
+            next_token = self._sample(model(mx.array([window]), cache)[:, -1, :])
+            token = next_token.item()
             stats.prompt_tokens = len(window)
             stats.prefill_seconds = time.perf_counter() - start
+            # Decode time is wall time from the first token on, the caller's time between tokens included:
+            # with the next forward queued before each yield, the two overlap and cannot be told apart.
+            decode_start = time.perf_counter()
             while True:
                 if token == self.eos_id:
                     return  # EOS ends the stream and is not yielded: callers get only content tokens
                 stats.generated_tokens += 1
+                last = stats.generated_tokens >= self.max_new_tokens
+                pending = None
+                if not last and cache[0].offset < limit:
+                    # Queue the next token's forward before handing this one out, so the model computes
+                    # while the caller consumes (mlx-lm's generate_step does the same).
+                    pending = self._sample(model(next_token.reshape(1, 1), cache)[:, -1, :])
+                    mx.async_eval(pending)
                 yield token
                 ids.append(token)
-                if stats.generated_tokens >= self.max_new_tokens:
+                if last:
                     return
-                start = time.perf_counter()
-                if cache[0].offset < limit:
-                    logits = model(mx.array([[token]]), cache)[:, -1, :]
-                else:
+                if pending is None:
                     # The learned position table ends at max_seq_len, so once the cache is full we slide
                     # the window: recompute the last max_seq_len tokens without a cache (as nanoGPT does).
                     # Slower per token, but every step still sees a full context.
-                    logits = model(mx.array([ids[-limit:]]))[:, -1, :]
-                token = self._sample(logits)
-                stats.decode_seconds += time.perf_counter() - start
+                    pending = self._sample(model(mx.array([ids[-limit:]]))[:, -1, :])
+                next_token = pending
+                token = next_token.item()
+                stats.decode_seconds = time.perf_counter() - decode_start
                 stats.decode_steps += 1
         finally:
             if was_training:
