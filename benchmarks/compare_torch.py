@@ -116,6 +116,9 @@ def torch_batch(args: argparse.Namespace, seed: int):
 
 # ------------------------------------------------------------------------------------------------- mlx
 def build_mlx(args: argparse.Namespace):
+    # tinygpt_mlx first: it loads the fast BLAS, which only works before mlx.core is imported. Never in the
+    # torch worker: the globally loaded OpenBLAS slows torch's CPU kernels there.
+    import tinygpt_mlx  # noqa: F401, I001
     import mlx.core as mx
 
     from tinygpt_mlx.config import Config, ModelConfig
@@ -207,9 +210,8 @@ def main() -> None:
         torch_worker(args)
         return
 
+    import tinygpt_mlx  # noqa: F401, I001 - the fast BLAS must load before mlx.core (see build_mlx)
     import mlx.core as mx
-
-    import tinygpt_mlx  # noqa: F401 - loads the fast BLAS before mlx.core binds the slow one
 
     tokens = args.batch * args.seq
     torch_side = TorchSide([a for a in sys.argv[1:] if a != "--torch-worker"])
