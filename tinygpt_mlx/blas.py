@@ -84,6 +84,8 @@ def blas_description() -> str:
         return f"OpenBLAS/MKL via {_state['path']}"
     if status == "native":
         return "Apple Accelerate"
+    if status == "disabled":
+        return "bundled reference BLAS (TINYGPT_BLAS=none)"
     if status == "too-late":
         return "bundled reference BLAS (mlx.core was imported before tinygpt_mlx)"
     return "bundled reference BLAS (slow)"

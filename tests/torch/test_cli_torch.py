@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -50,10 +51,15 @@ def test_torch_run_continued_by_mlx(config_file: Path, tmp_path: Path) -> None:
     assert "with torch on cpu" in done.stdout and "step 3/3 | loss" in done.stdout
     assert "sample @ step 3: 'Once upon a time" in done.stdout
     assert yaml.safe_load((run / "run_config.yaml").read_text())["runtime"]["backend"] == "torch"
+    if sys.platform.startswith("linux"):
+        # The torch run restarts itself without the global OpenBLAS, which would slow torch's CPU kernels.
+        assert "TINYGPT_BLAS=none" in json.loads((run / "env.json").read_text())["blas"]
 
     more = tinygpt("train", "--config", str(config_file), "--resume", "auto", "--backend", "mlx")
     assert more.returncode == 0, more.stderr
     assert "resuming from" in more.stdout and "step 6/6 | loss" in more.stdout
+    if sys.platform.startswith("linux"):
+        assert json.loads((run / "env.json").read_text())["blas"].startswith("OpenBLAS")
     train = read_metrics(run / "metrics.jsonl", "train")
     assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
     assert abs(train[3]["loss"] - train[2]["loss"]) < 0.1  # the MLX step 4 continues torch's step 3
