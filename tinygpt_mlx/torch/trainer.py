@@ -21,8 +21,7 @@ import mlx.core as mx
 import numpy as np
 import torch
 
-from tinygpt_mlx.config import Config, ConfigError, check_vocab, dump_config
-from tinygpt_mlx.data.loader import BatchSampler, TokenFile, eval_windows, windows
+from tinygpt_mlx.config import Config, ConfigError, dump_config
 from tinygpt_mlx.data.prepare import prepare_data
 from tinygpt_mlx.errors import UserError
 from tinygpt_mlx.torch.model import TorchTinyGPT, from_mlx_init, load_mlx_weights, to_mlx
@@ -40,15 +39,13 @@ from tinygpt_mlx.train.metrics import (
 from tinygpt_mlx.train.signals import StopRequest
 from tinygpt_mlx.train.trainer import (
     BEST_BY,
-    Batches,
     TrainResult,
     _find_start,
     _on_nonfinite,
     _samples,
     check_compatible,
+    run_inputs,
     seed_everything,
-    target_bytes,
-    total_steps_for,
 )
 
 
@@ -113,26 +110,12 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
     seed_everything(cfg.runtime.seed)
     torch.manual_seed(cfg.runtime.seed)
     data = prepare_data(cfg)
-    tokenizer = data.tokenizer
-    check_vocab(cfg, tokenizer.vocab_size)
-    train_tokens = TokenFile(data.train_path).tokens
-    val_tokens = TokenFile(data.val_path).tokens
-    block, batch = cfg.data.block_size, cfg.data.batch_size
-    sampler = BatchSampler(len(train_tokens), batch, block, cfg.runtime.seed)
-    batches = Batches(train_tokens, sampler, cfg.runtime.grad_accum_steps)
-    total_steps = total_steps_for(cfg, len(train_tokens))
-    tokens_per_step = batch * block * cfg.runtime.grad_accum_steps
-    val_x, val_y = windows(val_tokens, eval_windows(len(val_tokens), block, cfg.eval.eval_subset), block)
-    val_bytes = target_bytes(tokenizer, val_y)
-
-    if start is not None and init_from:
-        say("--resume given: ignoring --init-from (the checkpoint already holds the weights)")
-    source, what = (start, "resume") if start is not None else (
-        ckpt_io.load_checkpoint(init_from) if init_from else None, "initialize")
-    if source is not None and source.tokenizer_fingerprint != tokenizer.fingerprint:
-        raise UserError(f"cannot {what} from {source.path}: its tokenizer differs from this run's "
-                        f"(data.tokenizer = {cfg.data.tokenizer}); use the data and tokenizer it was trained with")
-    vocab = cfg.model.vocab_size or (source.vocab_size if source is not None else tokenizer.vocab_size)
+    inputs = run_inputs(cfg, data, start, init_from, say)
+    tokenizer, sampler, batches = inputs.tokenizer, inputs.sampler, inputs.batches
+    total_steps, tokens_per_step = inputs.total_steps, inputs.tokens_per_step
+    source, what, vocab = inputs.source, inputs.what, inputs.vocab
+    val_x, val_y, val_bytes = inputs.val_x, inputs.val_y, inputs.val_bytes
+    batch = cfg.data.batch_size
     model = from_mlx_init(cfg.model, vocab).to(device)
     if source is not None:
         check_compatible(source.cfg, cfg, source.vocab_size, vocab, what)

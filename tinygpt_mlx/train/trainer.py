@@ -152,6 +152,66 @@ def target_bytes(tokenizer: Any, y: np.ndarray) -> int:
     return len(text.encode("utf-8")) + n_eos
 
 
+@dataclass
+class RunInputs:
+    """What both backends' loops start from: tokens, the sampler, pinned validation windows, the weights' source."""
+
+    tokenizer: Any
+    train_tokens: np.ndarray
+    val_tokens: np.ndarray
+    sampler: BatchSampler
+    batches: Batches
+    total_steps: int
+    tokens_per_step: int
+    val_x: np.ndarray
+    val_y: np.ndarray
+    val_bytes: int
+    source: ckpt_io.Checkpoint | None
+    what: str
+    """`resume` or `initialize`: how the source is used, for error messages."""
+    vocab: int
+
+
+def run_inputs(cfg: Config, data: Any, start: ckpt_io.Checkpoint | None, init_from: str | None, say: Any,
+               rank: int = 0, world_size: int = 1) -> RunInputs:
+    """Token files, sampler, validation windows and the checkpoint the weights come from (if any)."""
+    tokenizer = data.tokenizer
+    check_vocab(cfg, tokenizer.vocab_size)
+    train_tokens = TokenFile(data.train_path).tokens
+    val_tokens = TokenFile(data.val_path).tokens
+    block, batch = cfg.data.block_size, cfg.data.batch_size
+    sampler = BatchSampler(len(train_tokens), batch, block, cfg.runtime.seed)
+    # Pinned validation windows: the same tokens at every eval, in every run and resume.
+    val_x, val_y = windows(val_tokens, eval_windows(len(val_tokens), block, cfg.eval.eval_subset), block)
+
+    # Weights come from a resumed checkpoint, an --init-from checkpoint (fine-tuning), or a fresh init.
+    if start is not None and init_from:
+        say("--resume given: ignoring --init-from (the checkpoint already holds the weights)")
+    if start is not None:
+        source, what = start, "resume"
+    else:
+        source, what = (ckpt_io.load_checkpoint(init_from) if init_from else None), "initialize"
+    if source is not None and source.tokenizer_fingerprint != tokenizer.fingerprint:
+        raise UserError(f"cannot {what} from {source.path}: its tokenizer differs from this run's "
+                        f"(data.tokenizer = {cfg.data.tokenizer}); use the data and tokenizer it was trained with")
+    return RunInputs(
+        tokenizer=tokenizer,
+        train_tokens=train_tokens,
+        val_tokens=val_tokens,
+        sampler=sampler,
+        batches=Batches(train_tokens, sampler, cfg.runtime.grad_accum_steps, rank, world_size),
+        total_steps=total_steps_for(cfg, len(train_tokens)),
+        tokens_per_step=batch * block * cfg.runtime.grad_accum_steps,
+        val_x=val_x,
+        val_y=val_y,
+        val_bytes=target_bytes(tokenizer, val_y),
+        source=source,
+        what=what,
+        # A null model.vocab_size keeps the checkpoint's vocabulary (it may be padded past the tokenizer's).
+        vocab=cfg.model.vocab_size or (source.vocab_size if source is not None else tokenizer.vocab_size),
+    )
+
+
 def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
           live: bool | None = None) -> TrainResult:
     """Train cfg's model; `resume` is 'auto' or a checkpoint path, `init_from` a checkpoint for weights only."""
@@ -183,29 +243,12 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
     data = prepare_data(cfg)
     if world.is_main:
         world.barrier("data preparation", watched=False)
-    tokenizer = data.tokenizer
-    check_vocab(cfg, tokenizer.vocab_size)
-    train_tokens = TokenFile(data.train_path).tokens
-    val_tokens = TokenFile(data.val_path).tokens
-    block, batch = cfg.data.block_size, cfg.data.batch_size
-    sampler = BatchSampler(len(train_tokens), batch, block, cfg.runtime.seed)
-    batches = Batches(train_tokens, sampler, cfg.runtime.grad_accum_steps, world.rank, world.size)
-    total_steps = total_steps_for(cfg, len(train_tokens))
-    tokens_per_step = batch * block * cfg.runtime.grad_accum_steps
-
-    # Pinned validation windows: the same tokens at every eval, in every run and resume.
-    val_x, val_y = windows(val_tokens, eval_windows(len(val_tokens), block, cfg.eval.eval_subset), block)
-    val_bytes = target_bytes(tokenizer, val_y)
-
-    # Weights come from a resumed checkpoint, an --init-from checkpoint (fine-tuning), or a fresh init.
-    if start is not None and init_from:
-        say("--resume given: ignoring --init-from (the checkpoint already holds the weights)")
-    source, what = (start, "resume") if start is not None else (_load_init(init_from), "initialize")
-    if source is not None and source.tokenizer_fingerprint != tokenizer.fingerprint:
-        raise UserError(f"cannot {what} from {source.path}: its tokenizer differs from this run's "
-                        f"(data.tokenizer = {cfg.data.tokenizer}); use the data and tokenizer it was trained with")
-    # A null model.vocab_size keeps the checkpoint's vocabulary (it may be padded past the tokenizer's).
-    vocab = cfg.model.vocab_size or (source.vocab_size if source is not None else tokenizer.vocab_size)
+    inputs = run_inputs(cfg, data, start, init_from, say, world.rank, world.size)
+    tokenizer, train_tokens, sampler, batches = inputs.tokenizer, inputs.train_tokens, inputs.sampler, inputs.batches
+    total_steps, tokens_per_step = inputs.total_steps, inputs.tokens_per_step
+    source, what, vocab = inputs.source, inputs.what, inputs.vocab
+    val_x, val_y, val_bytes = inputs.val_x, inputs.val_y, inputs.val_bytes
+    batch = cfg.data.batch_size
     model = TinyGPT(cfg.model, vocab)
     optimizer = build_optimizer(cfg, total_steps)
     if source is not None:
@@ -232,7 +275,7 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
     elif world.is_main:
         truncate_after(run_dir / METRICS_FILE, 0)  # lines of a run that died before its first checkpoint
     world.check_same({"tokenizer": tokenizer.fingerprint, "training tokens": len(train_tokens),
-                      "validation tokens": len(val_tokens), "vocabulary": vocab, "start step": step})
+                      "validation tokens": len(inputs.val_tokens), "vocabulary": vocab, "start step": step})
     # Identical weights on every rank even where the seeded init could differ by an ulp across machines.
     model.update(world.broadcast(model.parameters(), "the start-up weight broadcast"))
     world.decorrelate_rng()  # after the init and the restore, which must match on every rank
@@ -337,10 +380,6 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
     if (run_dir / "best").is_symlink():
         result.best_checkpoint = run_dir / os.readlink(run_dir / "best")
     return result
-
-
-def _load_init(init_from: str | None) -> ckpt_io.Checkpoint | None:
-    return ckpt_io.load_checkpoint(init_from) if init_from else None
 
 
 def _lr(optimizer: Any) -> float:
