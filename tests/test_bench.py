@@ -12,9 +12,11 @@ import pytest
 from tinygpt_mlx.bench import SIZES, BenchSettings, model_config, run_bench
 from tinygpt_mlx.config import ModelConfig
 from tinygpt_mlx.model import count_params_closed_form, flops_per_token
+from tinygpt_mlx.train import lanes
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_KEYS = {"tokens_per_s", "step_ms", "step_ms_all", "flops_per_token", "achieved_gflops", "mfu", "peak_memory_mb"}
+TRAIN_KEYS = {"tokens_per_s", "step_ms", "step_ms_all", "flops_per_token", "achieved_gflops", "mfu", "peak_memory_mb",
+              "cpu_threads"}
 PREFILL_KEYS = {"tokens_per_s", "ms", "prompt_tokens", "flops_per_token", "achieved_gflops", "mfu", "peak_memory_mb"}
 DECODE_KEYS = {"tokens_per_s", "ms_per_token", "prompt_tokens", "new_tokens", "peak_memory_mb"}
 CASE_KEYS = {"size", "d_model", "n_layers", "n_heads", "params", "non_embedding_params", "seq_len", "batch", "dtype",
@@ -57,6 +59,7 @@ def test_record_values_are_consistent(record):
     assert train["flops_per_token"] == flops_per_token(cfg, 65, 16, include_head=True)
     assert train["achieved_gflops"] == pytest.approx(train["flops_per_token"] * train["tokens_per_s"] / 1e9)
     assert train["mfu"] == pytest.approx(train["achieved_gflops"] / gemm)
+    assert train["cpu_threads"] == lanes.choose_lanes(0, 2, distributed=False)  # what `tinygpt train` would use
     prefill = case["prefill"]
     assert prefill["prompt_tokens"] == 16
     assert prefill["flops_per_token"] == pytest.approx(train["flops_per_token"] / 3)

@@ -1,7 +1,8 @@
 """Throughput of TinyGPT on this machine: training step, prefill and KV-cache decode; FLOPs, MFU, memory.
 
 For each (model size, sequence length) the bench runs the product's own code paths:
-- train: the compiled TrainStep (forward + backward + clipping + AdamW with the decay mask), batch B;
+- train: the compiled TrainStep (forward + backward + clipping + AdamW with the decay mask), batch B,
+  on the CPU split over `cpu_threads` lanes as `tinygpt train` does (runtime.cpu_threads: 0);
 - prefill: one forward pass over a [1, seq_len] prompt into a fresh KV cache (what `generate` does first);
 - decode: greedy KV-cache decoding with generate.Generator from a prompt of seq_len // 2 tokens.
 Warm-up steps (tracing, compilation, allocator growth) are excluded; the median of the timed repeats is
@@ -93,6 +94,7 @@ def bench_train(cfg: ModelConfig, s: BenchSettings, gemm_gflops: float) -> dict:
     run.model = cfg
     run.runtime.precision = s.dtype
     run.schedule.warmup_steps = 0
+    run.data.batch_size = s.batch
     mx.random.seed(0)
     model = TinyGPT(cfg, s.vocab)
     step = TrainStep(model, build_optimizer(run, 1_000_000), run)
@@ -112,7 +114,7 @@ def bench_train(cfg: ModelConfig, s: BenchSettings, gemm_gflops: float) -> dict:
     achieved = fpt * tokens / seconds / 1e9
     return {"tokens_per_s": tokens / seconds, "step_ms": seconds * 1e3, "step_ms_all": [t * 1e3 for t in times],
             "flops_per_token": fpt, "achieved_gflops": achieved, "mfu": achieved / gemm_gflops,
-            "peak_memory_mb": _peak_mb()}
+            "peak_memory_mb": _peak_mb(), "cpu_threads": step.lanes.size if step.lanes else 1}
 
 
 def _inference_model(cfg: ModelConfig, s: BenchSettings) -> TinyGPT:

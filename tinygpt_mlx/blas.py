@@ -23,6 +23,7 @@ FIX_HINT = (
 )
 
 _state: dict[str, str | None] = {"path": None, "status": "not-loaded"}
+_handles: dict[str, ctypes.CDLL] = {}
 
 
 def _candidate_paths() -> list[str]:
@@ -75,6 +76,24 @@ def ensure_fast_blas() -> str:
             stacklevel=2,
         )
     return "missing"
+
+
+def set_threads(n: int) -> int | None:
+    """Set the loaded OpenBLAS's thread count and return the previous one (None: not OpenBLAS, untouched)."""
+    if _state["status"] != "loaded":
+        return None
+    path = _state["path"]
+    if path not in _handles:
+        _handles[path] = ctypes.CDLL(path)
+    lib = _handles[path]
+    try:
+        get, put = lib.openblas_get_num_threads, lib.openblas_set_num_threads
+    except AttributeError:  # MKL or BLIS: they size their own pools
+        return None
+    previous = int(get())
+    if previous != n:
+        put(int(n))
+    return previous
 
 
 def blas_description() -> str:

@@ -147,6 +147,8 @@ class RuntimeConfig:
     """Compile the train step with mx.compile."""
     backend: str = "mlx"
     """`mlx`, or `torch` for the PyTorch path (CUDA users)."""
+    cpu_threads: int = 0
+    """CPU only: split each micro-batch over this many threads (0 = auto, 1 = off); see train/lanes.py."""
 
     @property
     def compute_dtype(self) -> str:
@@ -376,6 +378,10 @@ def validate(cfg: Config) -> list[str]:
             problems.append(f"{name} must be >= 0, got {value}")
     if d.dataset == "local" and not d.data_dir:
         problems.append("data.dataset = 'local' needs data.data_dir")
+    if r.cpu_threads < 0:
+        problems.append(f"runtime.cpu_threads must be >= 0 (0 = auto), got {r.cpu_threads}")
+    elif r.cpu_threads > 1 and d.batch_size % r.cpu_threads:
+        problems.append(f"runtime.cpu_threads ({r.cpu_threads}) must divide data.batch_size ({d.batch_size})")
     return problems
 
 

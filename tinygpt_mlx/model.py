@@ -13,6 +13,7 @@ from functools import partial
 import mlx.core as mx
 import mlx.nn as nn
 
+from tinygpt_mlx import cpu_attention
 from tinygpt_mlx.config import ModelConfig
 
 INIT_STD = 0.02  # GPT-2's initializer_range
@@ -128,8 +129,11 @@ class CausalSelfAttention(nn.Module):
         # MLX's "causal" mask is aligned to the bottom right: with a cache holding S past positions
         # and T new queries, query t sees keys 0..S+t, which is exactly right for a chunked prefill
         # (tests/test_model.py checks this). A single new token needs no mask at all.
-        mask = "causal" if T > 1 else None
-        y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+        if cache is None and T > 1 and cpu_attention.active():
+            y = cpu_attention.causal_attention(q, k, v, self.scale)
+        else:
+            mask = "causal" if T > 1 else None
+            y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 

@@ -16,7 +16,9 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_map, tree_reduce
 
+from tinygpt_mlx import cpu_attention
 from tinygpt_mlx.config import Config
+from tinygpt_mlx.train import lanes as lanes_lib
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 
@@ -77,8 +79,12 @@ class TrainStep:
         # Create the optimizer state now: compile must see every array it will update.
         optimizer.init(model.trainable_parameters())
         self.state = [model.state, optimizer.state, mx.random.state, self.scaler]
-        if cfg.runtime.compile:
+        self.compiled = cfg.runtime.compile
+        if self.compiled:
             self._update = mx.compile(self._update, inputs=self.state, outputs=self.state)
+            self._apply_lanes = mx.compile(self._apply_lanes, inputs=self.state, outputs=self.state)
+        n_lanes = lanes_lib.choose_lanes(cfg.runtime.cpu_threads, cfg.data.batch_size, self.group is not None)
+        self.lanes = lanes_lib.Lanes(n_lanes, self._make_lane_fn) if n_lanes > 1 else None
 
     @property
     def loss_scale(self) -> float:
@@ -94,7 +100,10 @@ class TrainStep:
         if not self.model.training:
             # A compiled trace keeps the dropout setting it was traced with, so always step in train mode.
             self.model.train()
-        return self._update(x, y)
+        if self.lanes is not None and x.shape[1] % self.lanes.size == 0:
+            return self._update_in_lanes(x, y)
+        with cpu_attention.enabled():
+            return self._update(x, y)
 
     def _loss(self, params: dict, x: mx.array, y: mx.array, scale: mx.array) -> mx.array:
         # Differentiating w.r.t. the float32 master weights and casting inside makes the cast's
@@ -105,10 +114,9 @@ class TrainStep:
         loss = cross_entropy_loss(self.model(x), y)
         return loss * scale if self.scaled else loss
 
-    def _accumulate(self, params: dict, x: mx.array, y: mx.array) -> tuple[mx.array, dict]:
+    def _accumulate(self, params: dict, x: mx.array, y: mx.array, scale: mx.array) -> tuple[mx.array, dict]:
         # Unrolled at trace time: accum forward/backward passes, summed, in one graph.
         loss_and_grad = mx.value_and_grad(self._loss)
-        scale = self.scaler["scale"]
         loss, grads = loss_and_grad(params, x[0], y[0], scale)
         for i in range(1, self.accum):
             loss_i, grads_i = loss_and_grad(params, x[i], y[i], scale)
@@ -121,8 +129,51 @@ class TrainStep:
 
     def _update(self, x: mx.array, y: mx.array) -> tuple[mx.array, mx.array, mx.array]:
         params = self.model.trainable_parameters()
+        loss, grads = self._accumulate(params, x, y, self.scaler["scale"])
+        return self._apply(params, loss, grads)
+
+    def _make_lane_fn(self):
+        # Runs in the lane's own thread, so it traces on that lane's stream. mx.random.state is per
+        # thread: as compile state it is this lane's key, seeded before every call from the main stream.
+        def lane_grads(all_params: dict, params: dict, x: mx.array, y: mx.array, scale: mx.array):
+            self.model.update(all_params)
+            with cpu_attention.enabled():
+                return self._accumulate(params, x, y, scale)
+
+        if self.compiled:
+            lane_grads = mx.compile(lane_grads, inputs=[mx.random.state], outputs=[mx.random.state])
+
+        def call(seed, all_params, params, x, y, scale):
+            mx.random.seed(seed)
+            try:
+                return lane_grads(all_params, params, x, y, scale)
+            finally:  # a trace leaves tracers in the shared model: put the real arrays back
+                self.model.update(all_params)
+
+        return call
+
+    def _update_in_lanes(self, x: mx.array, y: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        n = self.lanes.size
+        # Drawn from this thread's key, which checkpoints save: dropout resumes exactly with lanes too.
+        seeds = mx.random.randint(0, 2**31 - 1, (n,)).tolist()
+        all_params, params = self.model.parameters(), self.model.trainable_parameters()
+        rows = x.shape[1] // n
+        shards = [(x[:, i * rows:(i + 1) * rows], y[:, i * rows:(i + 1) * rows]) for i in range(n)]
+        # Lanes evaluate on their own streams and cannot finish work queued on this thread's stream.
+        mx.eval(all_params, shards, self.scaler)
+        results = self.lanes.run([(seed, all_params, params, xs, ys, self.scaler["scale"])
+                                  for seed, (xs, ys) in zip(seeds, shards, strict=True)])
+        return self._apply_lanes([loss for loss, _ in results], [grads for _, grads in results])
+
+    def _apply_lanes(self, losses: list[mx.array], grads: list[dict]) -> tuple[mx.array, mx.array, mx.array]:
+        # Equal shards: the mean of the lanes' means is the mean over the whole batch.
+        n = len(losses)
+        loss = sum(losses[1:], losses[0]) / n
+        mean_grads = tree_map(lambda *g: sum(g[1:], g[0]) / n, *grads)
+        return self._apply(self.model.trainable_parameters(), loss, mean_grads)
+
+    def _apply(self, params: dict, loss: mx.array, grads: dict) -> tuple[mx.array, mx.array, mx.array]:
         old_opt_state = tree_map(lambda a: a, self.optimizer.state)  # new containers, same arrays
-        loss, grads = self._accumulate(params, x, y)
         if self.group is not None:
             # One all-reduce for both (average_gradients packs the tree into one buffer). Averaging before
             # clipping and the finite check keeps every rank's update identical to a 1-rank run's.

@@ -1,0 +1,135 @@
+"""Data parallelism over CPU threads inside one process (train/lanes.py) and TrainStep running on it."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from tinygpt_mlx import blas
+from tinygpt_mlx.config import validate
+from tinygpt_mlx.train import lanes as lanes_lib
+
+from .test_step import batch, build, flat, run, tiny_config
+
+
+@pytest.mark.parametrize(("micro_batch", "cores", "expected"), [
+    (16, 2, 4),  # two lanes per core
+    (16, 1, 2),
+    (16, 8, 8),  # capped at 8
+    (10, 2, 2),  # 4 and 3 do not divide 10
+    (6, 2, 3),   # at least 2 rows per lane
+    (3, 2, 1),
+    (1, 4, 1),
+])
+def test_auto_lanes(micro_batch: int, cores: int, expected: int):
+    assert lanes_lib.auto_lanes(micro_batch, cores=cores) == expected
+
+
+def test_choose_lanes_rules():
+    assert lanes_lib.choose_lanes(0, 16, distributed=True) == 1  # ranks own the cores
+    assert lanes_lib.choose_lanes(1, 16, distributed=False) == 1
+    assert lanes_lib.choose_lanes(2, 16, distributed=False) == 2
+    assert lanes_lib.choose_lanes(0, 16, distributed=False) == lanes_lib.auto_lanes(16)
+    with pytest.raises(ValueError, match="must divide"):
+        lanes_lib.choose_lanes(3, 16, distributed=False)
+
+
+def test_config_checks_cpu_threads():
+    cfg = tiny_config(cpu_threads=-1)
+    assert any("runtime.cpu_threads must be >= 0" in p for p in validate(cfg))
+    cfg = tiny_config(cpu_threads=3)
+    cfg.data.batch_size = 16
+    assert any("runtime.cpu_threads (3) must divide data.batch_size (16)" in p for p in validate(cfg))
+
+
+def test_lanes_run_in_order_and_restore_blas_threads():
+    before = blas.set_threads(2)
+    pool = lanes_lib.Lanes(3, lambda: (lambda a, b: mx.array(a) * b))
+    try:
+        out = pool.run([(1, 2), (3, 4), (5, 6)])
+        assert [o.item() for o in out] == [2, 12, 30]
+        if before is not None:
+            assert blas.set_threads(2) == 2  # run() put the count back
+    finally:
+        pool.close()
+        if before is not None:
+            blas.set_threads(before)
+
+
+def test_a_lane_error_reaches_the_caller():
+    def make():
+        def fn(x):
+            if x == 1:
+                raise RuntimeError("lane one failed")
+            return mx.array(x)
+        return fn
+
+    pool = lanes_lib.Lanes(2, make)
+    try:
+        with pytest.raises(RuntimeError, match="lane one failed"):
+            pool.run([(0,), (1,)])
+        assert [o.item() for o in pool.run([(4,), (5,)])] == [4, 5]  # still usable
+    finally:
+        pool.close()
+
+
+def test_two_lanes_match_one_lane():
+    x, y = batch(2, 4)
+    results = {}
+    for threads in (1, 2):
+        cfg = tiny_config(cpu_threads=threads, grad_accum_steps=2)
+        cfg.data.batch_size = 4
+        model, step = build(cfg)
+        assert (step.lanes.size if step.lanes else 1) == threads
+        metrics = [run(step, x, y) for _ in range(3)]
+        results[threads] = (metrics, flat(model.parameters()))
+    (m1, p1), (m2, p2) = results[1], results[2]
+    for (l1, g1, ok1), (l2, g2, ok2) in zip(m1, m2, strict=True):
+        assert ok1 and ok2
+        assert l2 == pytest.approx(l1, rel=1e-5)
+        assert g2 == pytest.approx(g1, rel=1e-4)
+    # Adam divides by sqrt(v): float rounding in near-zero gradients moves a weight by up to ~1e-5 of
+    # lr 1e-2 over three steps. Averaging the lanes wrongly (a sum, one lane only) moves them ~lr.
+    for name in p1:
+        np.testing.assert_allclose(p2[name], p1[name], atol=2e-4, err_msg=name)
+
+
+def test_lanes_with_dropout_are_deterministic_and_draw_fresh_masks():
+    x, y = batch(1, 4)
+    runs = []
+    for _ in range(2):
+        cfg = tiny_config(cpu_threads=2)
+        cfg.model.dropout = 0.5
+        cfg.data.batch_size = 4
+        model, step = build(cfg)
+        assert step.lanes is not None and step.lanes.size == 2
+        losses = [run(step, x, y)[0] for _ in range(3)]
+        runs.append((losses, flat(model.parameters())))
+    assert runs[0][0] == runs[1][0]  # same seed: bit-identical
+    for name in runs[0][1]:
+        np.testing.assert_array_equal(runs[0][1][name], runs[1][1][name])
+    # A frozen dropout mask would make the loss on a fixed batch fall smoothly; with fresh masks at p = 0.5
+    # the three losses differ by more than the learning step explains, and are never repeated.
+    assert len(set(runs[0][0])) == 3
+
+
+def test_uneven_batch_falls_back_to_one_stream():
+    cfg = tiny_config(cpu_threads=2)
+    cfg.data.batch_size = 4
+    _, step = build(cfg)
+    x, y = batch(1, 3)  # a 3-row batch cannot be split in 2
+    loss, _, ok = run(step, x, y)
+    assert ok and np.isfinite(loss)
+
+
+def test_answers_of_an_interrupted_run_are_not_mixed_into_the_next():
+    pool = lanes_lib.Lanes(2, lambda: (lambda x: mx.array(x)))
+    try:
+        # As if the caller had been interrupted after handing out job 1: its answers are still queued.
+        pool._jobs += 1
+        for inbox in pool._inbox:
+            inbox.put((pool._jobs, (99,)))
+        assert [o.item() for o in pool.run([(1,), (2,)])] == [1, 2]
+    finally:
+        pool.close()
