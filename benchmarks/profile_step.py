@@ -1,5 +1,10 @@
 """Where a training step's time goes: each kind of op timed on its own at the step's real shapes.
 
+On the CPU, TrainStep splits the batch over n lanes (threads with their own streams, single-threaded
+BLAS; train/lanes.py) that run at once. So this profiles one lane: every component at the lane's share
+of the batch (B / n rows) with BLAS at cores // n threads, against a one-lane TrainStep on that share.
+The product's full n-lane step on the whole batch is printed alongside for reference.
+
 Run by hand (not a test):
 
     python benchmarks/profile_step.py                 # reference shape, fp32
@@ -32,7 +37,9 @@ import numpy as np
 from shapes import shape_parser
 
 import tinygpt_mlx.model as model_lib
+from tinygpt_mlx import blas, cpu_attention
 from tinygpt_mlx.config import Config, ModelConfig
+from tinygpt_mlx.train import lanes as lanes_lib
 from tinygpt_mlx.train.optim import build_optimizer
 from tinygpt_mlx.train.step import TrainStep, cross_entropy_loss
 
@@ -64,7 +71,7 @@ def components(args: argparse.Namespace, cfg: Config, model: model_lib.TinyGPT) 
     def attn_core(qkv):
         q, k, v = mx.split(qkv, 3, axis=-1)
         q, k, v = (a.reshape(B, T, H, -1).transpose(0, 2, 1, 3) for a in (q, k, v))
-        y = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask="causal")
+        y = cpu_attention.causal_attention(q, k, v, scale)  # what TrainStep traces on the CPU
         return (y.transpose(0, 2, 1, 3).reshape(B, T, d) * gy).sum()
 
     attn = mx.grad(attn_core)
@@ -111,7 +118,7 @@ def components(args: argparse.Namespace, cfg: Config, model: model_lib.TinyGPT) 
     gemms, attn, ln, gelu, xent, embed = (mx.compile(fn) for fn in (gemms, attn, ln, gelu, xent, embed))
     return {
         "GEMMs (linear layers + head, fwd+bwd)": (gemms, 1, gemm_flops),
-        "attention (SDPA + head split/merge, fwd+bwd)": (lambda: attn(qkv), L, attn_flops),
+        "attention (cpu_attention + head split/merge, fwd+bwd)": (lambda: attn(qkv), L, attn_flops),
         "layer norm (fwd+bwd)": (lambda: ln(x_ln, w_ln, b_ln), 2 * L + 1, 0),
         "GELU (fwd+bwd)": (lambda: gelu(x_fc), L, 0),
         "cross-entropy (fwd+bwd)": (lambda: xent(logits), 1, 0),
@@ -130,21 +137,33 @@ def main() -> None:
     if args.stock_gelu:
         model_lib.gelu_approx = nn.gelu_approx
 
-    cfg = Config()
-    cfg.model = ModelConfig(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, max_seq_len=args.seq)
-    mx.random.seed(0)
-    model = model_lib.TinyGPT(cfg.model, args.vocab)
-    step = TrainStep(model, build_optimizer(cfg, 10_000), cfg)
-    x = mx.random.randint(0, args.vocab, (args.batch, args.seq), key=mx.random.key(1))
-    y = mx.roll(x, -1, axis=1)
-    mx.eval(x, y)
+    n_lanes = lanes_lib.auto_lanes(args.batch)
+    lane_args = argparse.Namespace(**{**vars(args), "batch": args.batch // n_lanes})
 
-    def full_step():
-        loss, _, _ = step(x, y)
-        return [loss, step.state]
+    def train_step(batch: int, threads: int):
+        cfg = Config()
+        cfg.model = ModelConfig(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
+                                max_seq_len=args.seq)
+        cfg.data.batch_size = batch
+        cfg.runtime.cpu_threads = threads
+        mx.random.seed(0)
+        model = model_lib.TinyGPT(cfg.model, args.vocab)
+        step = TrainStep(model, build_optimizer(cfg, 10_000), cfg)
+        x = mx.random.randint(0, args.vocab, (batch, args.seq), key=mx.random.key(1))
+        y = mx.roll(x, -1, axis=1)
+        mx.eval(x, y)
 
-    parts = components(args, cfg, model)
-    runs = {"full TrainStep": (full_step, 1, 0), **parts}
+        def run():
+            loss, _, _ = step(x, y)
+            return [loss, step.state]
+
+        return cfg, model, run
+
+    cfg, model, lane_step = train_step(lane_args.batch, 1)
+    _, _, product_step = train_step(args.batch, n_lanes)
+    blas.set_threads(max(1, lanes_lib.usable_cores() // n_lanes))
+    parts = components(lane_args, cfg, model)
+    runs = {"one lane's TrainStep": (lane_step, 1, 0), **parts}
     for fn, _, _ in runs.values():
         for _ in range(2):
             mx.eval(fn())
@@ -158,9 +177,14 @@ def main() -> None:
             walls[name].append(time.perf_counter() - wall)
             cpus[name].append(time.process_time() - cpu)
 
+    product = []
+    for _ in range(args.rounds):
+        start = time.perf_counter()
+        mx.eval(product_step())
+        product.append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in walls.items()}
     cpu = {k: statistics.median(v) for k, v in cpus.items()}
-    total = med["full TrainStep"]
+    total = med["one lane's TrainStep"]
     rows = []
     for name, (_, count, flops) in runs.items():
         rows.append({"component": name, "count_per_step": count, "ms": med[name] * 1e3, "cpu_ms": cpu[name] * 1e3,
@@ -168,20 +192,23 @@ def main() -> None:
                      "gflops_per_s": flops * count / med[name] / 1e9 if flops else None})
     parts_sum = sum(med[k] for k in parts)
     rows.append({"component": "other (full step - sum of parts)", "count_per_step": 1, "ms": (total - parts_sum) * 1e3,
-                 "cpu_ms": (cpu["full TrainStep"] - sum(cpu[k] for k in parts)) * 1e3,
+                 "cpu_ms": (cpu["one lane's TrainStep"] - sum(cpu[k] for k in parts)) * 1e3,
                  "share": (total - parts_sum) / total, "gflops_per_s": None})
 
     tokens = args.batch * args.seq
+    full = statistics.median(product)
     print(f"d{args.d_model}/L{args.n_layers}/H{args.n_heads} seq {args.seq} batch {args.batch} vocab {args.vocab} fp32, "
           f"GELU: {'stock nn.gelu_approx' if args.stock_gelu else 'tinygpt_mlx.model.gelu_approx'}; "
-          f"full step {total * 1e3:.0f} ms = {tokens / total:.0f} tokens/s (median of {args.rounds})")
+          f"median of {args.rounds}")
+    print(f"product step: {n_lanes} lanes x batch {lane_args.batch}, {full * 1e3:.0f} ms = {tokens / full:.0f} tokens/s; "
+          f"one lane alone: {total * 1e3:.0f} ms (the lanes overlap {n_lanes * total / full:.2f}x)")
     print(f"{'component':48s} {'x/step':>6s} {'wall ms':>9s} {'cpu ms':>9s} {'share':>7s} {'GFLOP/s':>8s}")
     for r in rows:
         gf = f"{r['gflops_per_s']:8.1f}" if r["gflops_per_s"] else " " * 8
         print(f"{r['component']:48s} {r['count_per_step']:6d} {r['ms']:9.1f} {r['cpu_ms']:9.1f} {r['share']:7.1%} {gf}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"shape": vars(args), "rows": rows}, fh, indent=2)
+            json.dump({"shape": vars(args), "lanes": n_lanes, "product_step_ms": full * 1e3, "rows": rows}, fh, indent=2)
 
 
 if __name__ == "__main__":
