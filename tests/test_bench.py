@@ -96,13 +96,21 @@ def test_bad_settings_are_reported_together():
 def test_cli_writes_json_and_plot(tmp_path):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     proc = subprocess.run([sys.executable, "-m", "tinygpt_mlx", "bench", "--sizes", "tiny", "--seq-len", "16,32",
-                           "--batch", "2", "--steps", "1", "--warmup", "1", "--decode-tokens", "4", "--gemm-n", "64",
+                           "--tokens", "64", "--steps", "1", "--warmup", "1", "--decode-tokens", "4", "--gemm-n", "64",
                            "--json", str(out), "--plot", str(png)], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     record = json.loads(out.read_text())
     assert [c["seq_len"] for c in record["results"]] == [16, 32]
+    assert [c["batch"] for c in record["results"]] == [4, 2]  # --tokens 64: the batch shrinks as seq grows
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tokens_per_step_sets_the_batch():
+    s = tiny_settings(tokens=4096)
+    assert [s.batch_for(t) for t in (64, 256, 1024, 8192)] == [64, 16, 4, 1]
+    assert tiny_settings().batch_for(1024) == 2  # no tokens: the fixed batch
+    assert tiny_settings(tokens=-1).validate()
 
 
 def test_cli_user_error_exits_2():

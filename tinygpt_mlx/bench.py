@@ -43,6 +43,8 @@ class BenchSettings:
     sizes: list[str] = field(default_factory=lambda: ["base"])
     seq_lens: list[int] = field(default_factory=lambda: [256])
     batch: int = 16
+    tokens: int = 0
+    """Tokens per training step; when set, each case's batch is tokens // seq_len (at least 1), not `batch`."""
     steps: int = 5
     """Timed repeats per measurement; the median is reported."""
     warmup: int = 2
@@ -58,11 +60,16 @@ class BenchSettings:
         problems += [f"sequence length must be at least 2, got {t}" for t in self.seq_lens if t < 2]
         if self.dtype not in DTYPES:
             problems.append(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.batch < 1 or self.steps < 1 or self.warmup < 0:
-            problems.append("batch and steps must be >= 1 and warmup >= 0")
+        if self.batch < 1 or self.steps < 1 or self.warmup < 0 or self.tokens < 0:
+            problems.append("batch and steps must be >= 1, warmup and tokens >= 0")
         problems += [f"unknown phase {p!r} (train, prefill, decode)" for p in self.phases
                      if p not in ("train", "prefill", "decode")]
         return problems
+
+
+    def batch_for(self, seq_len: int) -> int:
+        """The training batch at this sequence length (fixed, or tokens // seq_len)."""
+        return max(1, self.tokens // seq_len) if self.tokens else self.batch
 
 
 def model_config(size: str, seq_len: int) -> ModelConfig:
@@ -86,7 +93,7 @@ def _peak_mb() -> float:
 
 
 def bench_train(cfg: ModelConfig, s: BenchSettings, gemm_gflops: float) -> dict:
-    """Tokens/s of the compiled TrainStep at batch s.batch, sequence cfg.max_seq_len."""
+    """Tokens/s of the compiled TrainStep at batch s.batch_for(seq_len), sequence cfg.max_seq_len."""
     from tinygpt_mlx.train.optim import build_optimizer
     from tinygpt_mlx.train.step import TrainStep
 
@@ -94,12 +101,12 @@ def bench_train(cfg: ModelConfig, s: BenchSettings, gemm_gflops: float) -> dict:
     run.model = cfg
     run.runtime.precision = s.dtype
     run.schedule.warmup_steps = 0
-    run.data.batch_size = s.batch
+    T = cfg.max_seq_len
+    batch = run.data.batch_size = s.batch_for(T)
     mx.random.seed(0)
     model = TinyGPT(cfg, s.vocab)
     step = TrainStep(model, build_optimizer(run, 1_000_000), run)
-    T = cfg.max_seq_len
-    x = mx.random.randint(0, s.vocab, (s.batch, T), key=mx.random.key(1))
+    x = mx.random.randint(0, s.vocab, (batch, T), key=mx.random.key(1))
     y = mx.roll(x, -1, axis=1)
     mx.eval(x, y, model.parameters())
 
@@ -109,7 +116,7 @@ def bench_train(cfg: ModelConfig, s: BenchSettings, gemm_gflops: float) -> dict:
 
     mx.reset_peak_memory()
     seconds, times = _median_time(one, s.steps, s.warmup)
-    tokens = s.batch * T
+    tokens = batch * T
     fpt = flops_per_token(cfg, s.vocab, T, include_head=True)
     achieved = fpt * tokens / seconds / 1e9
     return {"tokens_per_s": tokens / seconds, "step_ms": seconds * 1e3, "step_ms_all": [t * 1e3 for t in times],
@@ -187,7 +194,7 @@ def run_bench(s: BenchSettings, progress=None) -> dict:
             case = {"size": size, "d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
                     "params": count_params_closed_form(cfg, s.vocab),
                     "non_embedding_params": count_params_closed_form(cfg, s.vocab, non_embedding=True),
-                    "seq_len": T, "batch": s.batch, "dtype": s.dtype}
+                    "seq_len": T, "batch": s.batch_for(T), "dtype": s.dtype}
             if progress:
                 progress(f"{size} seq {T}")
             if "train" in s.phases:
@@ -228,8 +235,9 @@ def plot_bench(record: dict, path: str) -> None:
         ax.grid(True, which="both", alpha=0.3)
     ax_speed.legend(fontsize=8)
     env = record["environment"]
-    fig.suptitle(f"tinygpt bench: {env['device']}/{env['backend']}, batch {record['settings']['batch']}, "
-                 f"{record['settings']['dtype']}", fontsize=10)
+    settings = record["settings"]
+    batch = f"{settings['tokens']} tokens per step" if settings.get("tokens") else f"batch {settings['batch']}"
+    fig.suptitle(f"tinygpt bench: {env['device']}/{env['backend']}, {batch}, {settings['dtype']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

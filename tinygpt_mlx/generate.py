@@ -140,26 +140,31 @@ class Generator:
             window = ids[-limit:]
             start = time.perf_counter()
             next_token = self._sample(model(mx.array([window]), cache)[:, -1, :])
-            token = next_token.item()
+            mx.async_eval(next_token)
             stats.prompt_tokens = len(window)
-            stats.prefill_seconds = time.perf_counter() - start
-            # Decode time is wall time from the first token on, the caller's time between tokens included:
-            # with the next forward queued before each yield, the two overlap and cannot be told apart.
-            decode_start = time.perf_counter()
+            decode_start = None
             while True:
+                pending = None
+                if stats.generated_tokens + 1 < self.max_new_tokens and cache[0].offset < limit:
+                    # Build and queue the following token's forward before waiting for this one, as mlx-lm's
+                    # generate_step does: graph construction in Python then overlaps the model's compute.
+                    pending = self._sample(model(next_token.reshape(1, 1), cache)[:, -1, :])
+                    mx.async_eval(pending)
+                token = next_token.item()
+                if decode_start is None:
+                    stats.prefill_seconds = time.perf_counter() - start
+                    # Decode time is wall time from the first token on, the caller's time between tokens
+                    # included: with the next forward queued, the two overlap and cannot be told apart.
+                    decode_start = time.perf_counter()
+                else:
+                    stats.decode_seconds = time.perf_counter() - decode_start
+                    stats.decode_steps += 1
                 if token == self.eos_id:
                     return  # EOS ends the stream and is not yielded: callers get only content tokens
                 stats.generated_tokens += 1
-                last = stats.generated_tokens >= self.max_new_tokens
-                pending = None
-                if not last and cache[0].offset < limit:
-                    # Queue the next token's forward before handing this one out, so the model computes
-                    # while the caller consumes (mlx-lm's generate_step does the same).
-                    pending = self._sample(model(next_token.reshape(1, 1), cache)[:, -1, :])
-                    mx.async_eval(pending)
                 yield token
                 ids.append(token)
-                if last:
+                if stats.generated_tokens >= self.max_new_tokens:
                     return
                 if pending is None:
                     # The learned position table ends at max_seq_len, so once the cache is full we slide
@@ -167,9 +172,6 @@ class Generator:
                     # Slower per token, but every step still sees a full context.
                     pending = self._sample(model(mx.array([ids[-limit:]]))[:, -1, :])
                 next_token = pending
-                token = next_token.item()
-                stats.decode_seconds = time.perf_counter() - decode_start
-                stats.decode_steps += 1
         finally:
             if was_training:
                 model.train()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -133,3 +136,19 @@ def test_answers_of_an_interrupted_run_are_not_mixed_into_the_next():
         assert [o.item() for o in pool.run([(1,), (2,)])] == [1, 2]
     finally:
         pool.close()
+
+
+def test_a_dropped_train_step_frees_its_model_and_stops_its_lanes():
+    cfg = tiny_config(cpu_threads=2)
+    cfg.data.batch_size = 4
+    model, step = build(cfg)
+    x, y = batch(1, 4)
+    run(step, x, y)
+    threads = list(step.lanes._threads)
+    model_ref = weakref.ref(model)
+    del model, step
+    gc.collect()
+    assert model_ref() is None  # bench and sweeps build many steps in one process
+    for thread in threads:
+        thread.join(timeout=5)
+        assert not thread.is_alive()

@@ -28,6 +28,7 @@ def bench(
     sizes: str = typer.Option("base", "--sizes", help="Comma list of tiny, small, base, medium, large."),
     seq_len: str = typer.Option("256", "--seq-len", "--seq_len", help="Comma list of sequence lengths."),
     batch: int = typer.Option(16, "--batch", help="Training batch size."),
+    tokens: int = typer.Option(0, "--tokens", help="Tokens per training step: batch = tokens // seq len (0: use --batch)."),
     steps: int = typer.Option(5, "--steps", help="Timed repeats per measurement (median reported)."),
     warmup: int = typer.Option(2, "--warmup", help="Untimed warm-up repeats (compilation)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 or bfloat16."),
@@ -41,7 +42,7 @@ def bench(
     """Tokens/s of a compiled training step, prefill and KV-cache decode; FLOPs, MFU, peak memory."""
     from tinygpt_mlx.bench import BenchSettings, plot_bench, run_bench
 
-    settings = BenchSettings(sizes=_split(sizes), seq_lens=_split(seq_len, int), batch=batch, steps=steps,
+    settings = BenchSettings(sizes=_split(sizes), seq_lens=_split(seq_len, int), batch=batch, tokens=tokens, steps=steps,
                              warmup=warmup, dtype=dtype, vocab=vocab, decode_tokens=decode_tokens, gemm_n=gemm_n,
                              phases=_split(phases))
     problems = settings.validate()
@@ -52,13 +53,14 @@ def bench(
 
     env = record["environment"]
     table = Table(title=f"tinygpt bench: {env['device']}/{env['backend']}, {dtype}, "
-                        f"batch {batch}; fp32 GEMM {record['gemm_fp32_gflops']:.0f} GFLOP/s")
-    for column in ("size", "params", "seq", "train tok/s", "step ms", "GFLOP/s", "MFU", "train MB",
+                        f"{f'{tokens} tokens per step' if tokens else f'batch {batch}'}; "
+                        f"fp32 GEMM {record['gemm_fp32_gflops']:.0f} GFLOP/s")
+    for column in ("size", "params", "seq", "batch", "train tok/s", "step ms", "GFLOP/s", "MFU", "train MB",
                    "prefill tok/s", "decode tok/s"):
         table.add_column(column, justify="right")
     for case in record["results"]:
         tr, pf, dc = case.get("train", {}), case.get("prefill", {}), case.get("decode", {})
-        table.add_row(case["size"], f"{case['params'] / 1e6:.2f}M", str(case["seq_len"]),
+        table.add_row(case["size"], f"{case['params'] / 1e6:.2f}M", str(case["seq_len"]), str(case["batch"]),
                       _fmt(tr.get("tokens_per_s"), ",.0f"), _fmt(tr.get("step_ms"), ".0f"),
                       _fmt(tr.get("achieved_gflops"), ".1f"), _fmt(tr.get("mfu"), ".0%"),
                       _fmt(tr.get("peak_memory_mb"), ",.0f"), _fmt(pf.get("tokens_per_s"), ",.0f"),

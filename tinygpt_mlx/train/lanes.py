@@ -65,26 +65,30 @@ class Lanes:
         self._jobs = 0
         self._inbox: list[queue.Queue] = [queue.Queue() for _ in range(n)]
         self._outbox: list[queue.Queue] = [queue.Queue() for _ in range(n)]
+        # One function per lane (each its own compile cache, so each traces on its own lane's stream).
         self._threads = [
-            threading.Thread(target=self._serve, args=(i, make_fn), name=f"tinygpt-lane-{i}", daemon=True)
+            threading.Thread(target=self._serve, args=(i, make_fn()), name=f"tinygpt-lane-{i}", daemon=True)
             for i in range(n)
         ]
         for thread in self._threads:
             thread.start()
 
-    def _serve(self, i: int, make_fn: Callable[[], Callable[..., Any]]) -> None:
+    def _serve(self, i: int, fn: Callable[..., Any]) -> None:
         stream = mx.new_stream(mx.cpu)
-        fn = make_fn()
         with mx.stream(stream):
             while (job := self._inbox[i].get()) is not _STOP:
-                number, args = job
-                try:
-                    with TRACE_LOCK:
-                        out = fn(*args)
-                    mx.eval(out)
-                    self._outbox[i].put((number, True, out))
-                except BaseException as error:  # handed to the caller's thread, which re-raises it
-                    self._outbox[i].put((number, False, error))
+                self._outbox[i].put(self._do(fn, *job))
+                del job  # hold no arrays between jobs
+
+    @staticmethod
+    def _do(fn: Callable[..., Any], number: int, args: tuple) -> tuple[int, bool, Any]:
+        try:
+            with TRACE_LOCK:
+                out = fn(*args)
+            mx.eval(out)
+            return number, True, out
+        except BaseException as error:  # handed to the caller's thread, which re-raises it
+            return number, False, error
 
     def run(self, per_lane_args: list[tuple]) -> list[Any]:
         """Evaluate fn(*per_lane_args[i]) on lane i, all lanes at once, with BLAS at cores // n threads each."""
@@ -114,4 +118,5 @@ class Lanes:
         for inbox in self._inbox:
             inbox.put(_STOP)
         for thread in self._threads:
-            thread.join()
+            if thread is not threading.current_thread():
+                thread.join()

@@ -9,6 +9,7 @@ same graph, as mlx-lm's tuner does with `average_gradients`.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import mlx.core as mx
@@ -85,6 +86,8 @@ class TrainStep:
             self._apply_lanes = mx.compile(self._apply_lanes, inputs=self.state, outputs=self.state)
         n_lanes = lanes_lib.choose_lanes(cfg.runtime.cpu_threads, cfg.data.batch_size, self.group is not None)
         self.lanes = lanes_lib.Lanes(n_lanes, self._make_lane_fn) if n_lanes > 1 else None
+        if self.lanes is not None:
+            weakref.finalize(self, self.lanes.close)
 
     @property
     def loss_scale(self) -> float:
@@ -133,12 +136,16 @@ class TrainStep:
         return self._apply(params, loss, grads)
 
     def _make_lane_fn(self):
-        # Runs in the lane's own thread, so it traces on that lane's stream. mx.random.state is per
-        # thread: as compile state it is this lane's key, seeded before every call from the main stream.
+        # Called once per lane; the lane traces it on its own stream. mx.random.state is per thread: as
+        # compile state it is the lane's own key, seeded before every call from this thread's stream.
+        # The closures hold the step weakly, so a dropped TrainStep (bench, sweeps) frees its model and
+        # its finalizer stops the lanes.
+        step = weakref.proxy(self)
+
         def lane_grads(all_params: dict, params: dict, x: mx.array, y: mx.array, scale: mx.array):
-            self.model.update(all_params)
+            step.model.update(all_params)
             with cpu_attention.enabled():
-                return self._accumulate(params, x, y, scale)
+                return step._accumulate(params, x, y, scale)
 
         if self.compiled:
             lane_grads = mx.compile(lane_grads, inputs=[mx.random.state], outputs=[mx.random.state])
@@ -148,7 +155,7 @@ class TrainStep:
             try:
                 return lane_grads(all_params, params, x, y, scale)
             finally:  # a trace leaves tracers in the shared model: put the real arrays back
-                self.model.update(all_params)
+                step.model.update(all_params)
 
         return call
 
