@@ -179,3 +179,22 @@ def test_dropout_module_count():
     # embeddings, attention output and MLP output: 1 + 2 per layer
     drops = [m for _, m in build(dropout=0.1).named_modules() if isinstance(m, nn.Dropout)]
     assert len(drops) == 1 + 2 * 2
+
+
+def test_dropout_draws_from_an_explicit_key_when_given():
+    from tinygpt_mlx.model import dropout_key
+
+    mx.random.seed(0)
+    model = TinyGPT(ModelConfig(d_model=32, n_layers=2, n_heads=2, max_seq_len=16, dropout=0.5), 20)
+    model.train()
+    idx = mx.random.randint(0, 20, (2, 16))
+    with dropout_key(mx.random.key(1)):
+        a = model(idx)
+    with dropout_key(mx.random.key(1)):
+        b = model(idx)
+    with dropout_key(mx.random.key(2)):
+        c = model(idx)
+    assert mx.array_equal(a, b).item() and not mx.allclose(a, c).item()
+    model.eval()
+    with dropout_key(mx.random.key(1)):
+        assert mx.array_equal(model(idx), model(idx)).item()  # no dropout in eval mode

@@ -7,7 +7,10 @@ mlx-lm's `gpt2` model is a plain dump of `tree_flatten(model.parameters())`.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
+from collections.abc import Iterator
 from functools import partial
 
 import mlx.core as mx
@@ -79,6 +82,33 @@ def gelu_approx(x: mx.array) -> mx.array:
     return nn.gelu_approx(x)
 
 
+_dropout_keys = threading.local()
+
+
+@contextlib.contextmanager
+def dropout_key(key: mx.array) -> Iterator[None]:
+    """Within this block, TinyGPT's dropout masks come from `key` (split per use), not the global RNG."""
+    # The training step's CPU lanes trace in their own threads: touching MLX's per-thread global random
+    # state there made the process abort at exit (std::terminate in MLX's teardown), so they pass keys.
+    previous = getattr(_dropout_keys, "key", None)
+    _dropout_keys.key = key
+    try:
+        yield
+    finally:
+        _dropout_keys.key = previous
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout that draws from the key set by `dropout_key` when there is one."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        key = getattr(_dropout_keys, "key", None)
+        if key is None or self._p_1 == 1 or not self.training:
+            return super().__call__(x)
+        _dropout_keys.key, sub = mx.random.split(key)
+        return (mx.random.bernoulli(self._p_1, x.shape, key=sub) * x) * (1 / self._p_1)
+
+
 class KVCache:
     """Keys and values of one layer, preallocated in steps so decoding does not copy every token."""
 
@@ -117,7 +147,7 @@ class CausalSelfAttention(nn.Module):
         self.scale = (cfg.d_model // cfg.n_heads) ** -0.5
         self.c_attn = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.resid_dropout = Dropout(cfg.dropout)
 
     def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
         B, T, C = x.shape
@@ -145,7 +175,7 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(cfg.d_model, cfg.hidden_dim, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.hidden_dim, cfg.d_model, bias=cfg.bias)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def __call__(self, x: mx.array) -> mx.array:
         # nn.gelu_approx is the tanh approximation, GPT-2's `gelu_new`; mlx-lm's gpt2.py uses the same
@@ -182,7 +212,7 @@ class TinyGPT(nn.Module):
         self.max_seq_len = cfg.max_seq_len
         self.wte = nn.Embedding(vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.max_seq_len, cfg.d_model)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.h = [Block(cfg) for _ in range(cfg.n_layers)]
         self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
         if not cfg.tie_embeddings:

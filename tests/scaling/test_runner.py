@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
+import tinygpt_mlx.scaling.runner as runner_module
 from tinygpt_mlx.scaling.runner import SweepExecution, in_process_runner
 from tinygpt_mlx.scaling.runs import DONE_FILE, FAILED_FILE, collect, is_complete, read_summary
 from tinygpt_mlx.scaling.sweep import expand, load_sweep
@@ -87,3 +89,21 @@ def test_a_failing_run_is_marked_and_retried(tmp_path, sweep_file):
     assert [r["status"] for r in rows] == ["failed", "failed"]
     assert (out / "runs" / "d_model-16" / FAILED_FILE).is_file()
     assert (out / "configs" / "d_model-16.yaml").is_file() and (out / "sweep.yaml").is_file()
+
+
+def test_parallel_jobs_split_the_cores_for_blas_and_lanes(tmp_path, monkeypatch):
+    seen = {}
+
+    class FakeProcess:
+        def __init__(self, cmd, stdout, stderr, env):
+            seen.update(env)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.delenv("TINYGPT_CPU_CORES", raising=False)
+    monkeypatch.setattr(runner_module.subprocess, "Popen", FakeProcess)
+    code = runner_module.subprocess_runner(threads=1)(None, tmp_path / "c.yaml", tmp_path / "log.txt")
+    assert code == 0
+    assert seen["TINYGPT_CPU_CORES"] == "1"
+    assert seen["OPENBLAS_NUM_THREADS"] == os.environ.get("OPENBLAS_NUM_THREADS", "1")  # a user's value wins

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import weakref
 
 import mlx.core as mx
@@ -152,3 +154,37 @@ def test_a_dropped_train_step_frees_its_model_and_stops_its_lanes():
     for thread in threads:
         thread.join(timeout=5)
         assert not thread.is_alive()
+
+
+def test_cpu_core_budget_from_the_environment(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("TINYGPT_CPU_CORES", "1")  # what `scaling run --jobs 2` gives each child on 2 cores
+    assert lanes_lib.usable_cores() == 1
+    assert lanes_lib.auto_lanes(16) == 2
+    monkeypatch.setenv("TINYGPT_CPU_CORES", "junk")  # ignored: falls back to the CPU affinity
+    assert lanes_lib.usable_cores() >= 1
+
+
+EXIT_SCRIPT = """
+import mlx.core as mx
+from tinygpt_mlx.config import Config, ModelConfig
+from tinygpt_mlx.model import TinyGPT
+from tinygpt_mlx.train.optim import build_optimizer
+from tinygpt_mlx.train.step import TrainStep
+cfg = Config()
+cfg.model = ModelConfig(d_model=32, n_layers=2, n_heads=2, max_seq_len=32, dropout=0.1)
+cfg.data.batch_size, cfg.runtime.cpu_threads = 8, 2
+step = TrainStep(TinyGPT(cfg.model, 65), build_optimizer(cfg, 100), cfg)
+x = mx.random.randint(0, 65, (8, 32))
+for _ in range(2):
+    loss, _, _ = step(x, mx.roll(x, -1, axis=1))
+    mx.eval(step.state, loss)
+"""
+
+
+def test_a_process_that_trained_in_lanes_exits_cleanly():
+    # Lanes that touched MLX's per-thread global random state (dropout) made most such processes abort
+    # at exit (std::terminate, exit code 134); dropout now draws from explicit keys.
+    for _ in range(3):
+        proc = subprocess.run([sys.executable, "-c", "import tinygpt_mlx\n" + EXIT_SCRIPT], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]

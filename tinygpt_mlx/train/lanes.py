@@ -7,8 +7,10 @@ by its own thread on its own stream with a single-threaded BLAS, keeps every cor
 The shards' gradients are summed in a fixed order, so a run is deterministic for a given lane count.
 
 Graph construction (including a first call's trace) mutates shared Python state (the model's
-parameters, mx.random.state), so it runs under one lock; evaluation, where the time goes, does not.
-MLX streams belong to the thread that made them, so each lane makes its own and keeps its thread.
+parameters), so it runs under one lock; evaluation, where the time goes, does not. MLX streams belong to
+the thread that made them, so each lane makes its own and keeps its thread. Lane functions must not use
+MLX's global random state (it is per thread, and using it in these threads made processes abort at exit):
+TrainStep hands each lane an explicit dropout key instead.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ _STOP = object()
 
 
 def usable_cores() -> int:
-    """CPU cores this process may run on."""
+    """CPU cores this process may use: $TINYGPT_CPU_CORES (set by parallel sweeps), else its CPU affinity."""
+    budget = os.environ.get("TINYGPT_CPU_CORES", "")
+    if budget.isdigit() and int(budget) > 0:
+        return int(budget)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS

@@ -18,6 +18,7 @@ import mlx.optimizers as optim
 from mlx.utils import tree_map, tree_reduce
 
 from tinygpt_mlx import cpu_attention
+from tinygpt_mlx import model as model_lib
 from tinygpt_mlx.config import Config
 from tinygpt_mlx.train import lanes as lanes_lib
 
@@ -136,24 +137,22 @@ class TrainStep:
         return self._apply(params, loss, grads)
 
     def _make_lane_fn(self):
-        # Called once per lane; the lane traces it on its own stream. mx.random.state is per thread: as
-        # compile state it is the lane's own key, seeded before every call from this thread's stream.
+        # Called once per lane; the lane traces it on its own stream. Dropout draws from the `key` input
+        # (model.dropout_key), never from MLX's global random state, which lane threads must not touch.
         # The closures hold the step weakly, so a dropped TrainStep (bench, sweeps) frees its model and
         # its finalizer stops the lanes.
         step = weakref.proxy(self)
 
-        def lane_grads(all_params: dict, params: dict, x: mx.array, y: mx.array, scale: mx.array):
+        def lane_grads(all_params: dict, params: dict, x: mx.array, y: mx.array, scale: mx.array, key: mx.array):
             step.model.update(all_params)
-            with cpu_attention.enabled():
+            with cpu_attention.enabled(), model_lib.dropout_key(key):
                 return step._accumulate(params, x, y, scale)
 
-        if self.compiled:
-            lane_grads = mx.compile(lane_grads, inputs=[mx.random.state], outputs=[mx.random.state])
+        fn = mx.compile(lane_grads) if self.compiled else lane_grads
 
-        def call(seed, all_params, params, x, y, scale):
-            mx.random.seed(seed)
+        def call(all_params, params, x, y, scale, key):
             try:
-                return lane_grads(all_params, params, x, y, scale)
+                return fn(all_params, params, x, y, scale, key)
             finally:  # a trace leaves tracers in the shared model: put the real arrays back
                 step.model.update(all_params)
 
@@ -161,15 +160,16 @@ class TrainStep:
 
     def _update_in_lanes(self, x: mx.array, y: mx.array) -> tuple[mx.array, mx.array, mx.array]:
         n = self.lanes.size
-        # Drawn from this thread's key, which checkpoints save: dropout resumes exactly with lanes too.
-        seeds = mx.random.randint(0, 2**31 - 1, (n,)).tolist()
+        # Drawn from this thread's global key, which checkpoints save: dropout resumes exactly with lanes.
+        split = mx.random.split(mx.random.key(mx.random.randint(0, 2**31 - 1, ()).item()), n)
+        keys = [split[i] for i in range(n)]
         all_params, params = self.model.parameters(), self.model.trainable_parameters()
         rows = x.shape[1] // n
         shards = [(x[:, i * rows:(i + 1) * rows], y[:, i * rows:(i + 1) * rows]) for i in range(n)]
         # Lanes evaluate on their own streams and cannot finish work queued on this thread's stream.
-        mx.eval(all_params, shards, self.scaler)
-        results = self.lanes.run([(seed, all_params, params, xs, ys, self.scaler["scale"])
-                                  for seed, (xs, ys) in zip(seeds, shards, strict=True)])
+        mx.eval(all_params, shards, keys, self.scaler)
+        results = self.lanes.run([(all_params, params, xs, ys, self.scaler["scale"], keys[i])
+                                  for i, (xs, ys) in enumerate(shards)])
         return self._apply_lanes([loss for loss, _ in results], [grads for _, grads in results])
 
     def _apply_lanes(self, losses: list[mx.array], grads: list[dict]) -> tuple[mx.array, mx.array, mx.array]:
