@@ -5,6 +5,10 @@ the random key that dropout draws from, the float16 loss scale) is captured as c
 whole update (accumulation, clipping, the optimizer and the non-finite guard) is one graph. Under data
 parallelism (a `group` of several ranks) the gradients and the loss are averaged over the ranks in that
 same graph, as mlx-lm's tuner does with `average_gradients`.
+
+On the CPU the gradients come from lanes instead (train/lanes.py): each thread computes its shard's
+loss and gradients in its own compiled graph on its own stream, and a second compiled graph averages
+them and runs the same clipping, optimizer and guard. Attention is traced with cpu_attention there.
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ class TrainStep:
     are averaged over the ranks before clipping, so every rank clips, guards and updates identically.
     Build it after the model and optimizer state are final (e.g. restored from a checkpoint): compile
     captures those containers, so replacing `optimizer.state` later would go unseen. Evaluate after a
-    call with `mx.eval(step.state, loss, grad_norm, ok)`.
+    call with `mx.eval(step.state, loss, grad_norm, ok)`. With CPU lanes (`runtime.cpu_threads`), a call
+    waits for the lanes' gradients; the update itself stays lazy.
     """
 
     def __init__(
