@@ -101,12 +101,16 @@ def dropout_key(key: mx.array) -> Iterator[None]:
 class Dropout(nn.Dropout):
     """nn.Dropout that draws from the key set by `dropout_key` when there is one."""
 
+    def __init__(self, p: float = 0.5):
+        super().__init__(p)
+        self.keep = 1 - p
+
     def __call__(self, x: mx.array) -> mx.array:
         key = getattr(_dropout_keys, "key", None)
-        if key is None or self._p_1 == 1 or not self.training:
+        if key is None or self.keep == 1 or not self.training:
             return super().__call__(x)
         _dropout_keys.key, sub = mx.random.split(key)
-        return (mx.random.bernoulli(self._p_1, x.shape, key=sub) * x) * (1 / self._p_1)
+        return (mx.random.bernoulli(self.keep, x.shape, key=sub) * x) * (1 / self.keep)
 
 
 class KVCache:

@@ -43,7 +43,7 @@ def usable_cores() -> int:
 def auto_lanes(micro_batch: int, cores: int | None = None, max_lanes: int = 8) -> int:
     """The lane count `runtime.cpu_threads: 0` picks: up to two per core, dividing the batch, 2+ rows each."""
     cores = usable_cores() if cores is None else cores
-    # Two lanes per core measured 2-8% faster than one on 2 cores (benchmarks/README.md): while one lane
+    # Two lanes per core measured 2-9% faster than one on 2 cores (benchmarks/README.md): while one lane
     # waits between ops, the other computes. Capped at 8: each lane repeats the small per-op overheads.
     for n in range(min(2 * cores, max_lanes, micro_batch // 2), 1, -1):
         if micro_batch % n == 0:
