@@ -31,14 +31,10 @@ import tinygpt_mlx  # noqa: F401 - loads the fast BLAS before mlx.core binds the
 import mlx.core as mx
 # isort: on
 
-from shapes import shape_parser
+from shapes import product_step, shape_parser
 
 from tinygpt_mlx import cpu_attention
-from tinygpt_mlx.config import Config, ModelConfig
 from tinygpt_mlx.envinfo import environment_record
-from tinygpt_mlx.model import TinyGPT
-from tinygpt_mlx.train.optim import build_optimizer
-from tinygpt_mlx.train.step import TrainStep
 
 VARIANTS = {  # name: (runtime.cpu_threads, arithmetic-exp attention, causal split)
     "baseline": (1, False, False),
@@ -63,13 +59,7 @@ def attention_switches(arith: bool, split: bool):
 
 
 def build(args: argparse.Namespace, threads: int, arith: bool, split: bool, x: mx.array, y: mx.array):
-    cfg = Config()
-    cfg.model = ModelConfig(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, max_seq_len=args.seq)
-    cfg.data.batch_size = args.batch
-    cfg.runtime.cpu_threads = threads
-    cfg.schedule.warmup_steps = 0
-    mx.random.seed(0)
-    step = TrainStep(TinyGPT(cfg.model, args.vocab), build_optimizer(cfg, 10_000), cfg)
+    _, _, step = product_step(args, args.batch, threads)
     with attention_switches(arith, split):
         for _ in range(2):  # trace, then one warm step
             loss, _, _ = step(x, y)

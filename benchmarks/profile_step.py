@@ -34,14 +34,14 @@ import mlx.nn as nn
 import numpy as np
 # isort: on
 
-from shapes import shape_parser
+from shapes import product_step, shape_parser
 
 import tinygpt_mlx.model as model_lib
 from tinygpt_mlx import blas, cpu_attention
-from tinygpt_mlx.config import Config, ModelConfig
+from tinygpt_mlx.config import Config
 from tinygpt_mlx.train import lanes as lanes_lib
 from tinygpt_mlx.train.optim import build_optimizer
-from tinygpt_mlx.train.step import TrainStep, cross_entropy_loss
+from tinygpt_mlx.train.step import cross_entropy_loss
 
 
 def components(args: argparse.Namespace, cfg: Config, model: model_lib.TinyGPT) -> dict:
@@ -141,14 +141,7 @@ def main() -> None:
     lane_args = argparse.Namespace(**{**vars(args), "batch": args.batch // n_lanes})
 
     def train_step(batch: int, threads: int):
-        cfg = Config()
-        cfg.model = ModelConfig(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
-                                max_seq_len=args.seq)
-        cfg.data.batch_size = batch
-        cfg.runtime.cpu_threads = threads
-        mx.random.seed(0)
-        model = model_lib.TinyGPT(cfg.model, args.vocab)
-        step = TrainStep(model, build_optimizer(cfg, 10_000), cfg)
+        cfg, model, step = product_step(args, batch, threads)
         x = mx.random.randint(0, args.vocab, (batch, args.seq), key=mx.random.key(1))
         y = mx.roll(x, -1, axis=1)
         mx.eval(x, y)
@@ -160,7 +153,7 @@ def main() -> None:
         return cfg, model, run
 
     cfg, model, lane_step = train_step(lane_args.batch, 1)
-    _, _, product_step = train_step(args.batch, n_lanes)
+    _, _, full_step = train_step(args.batch, n_lanes)
     blas.set_threads(max(1, lanes_lib.usable_cores() // n_lanes))
     parts = components(lane_args, cfg, model)
     runs = {"one lane's TrainStep": (lane_step, 1, 0), **parts}
@@ -180,7 +173,7 @@ def main() -> None:
     product = []
     for _ in range(args.rounds):
         start = time.perf_counter()
-        mx.eval(product_step())
+        mx.eval(full_step())
         product.append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in walls.items()}
     cpu = {k: statistics.median(v) for k, v in cpus.items()}

@@ -15,3 +15,22 @@ def shape_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--vocab", type=int, default=65)
     return p
+
+
+def product_step(args: argparse.Namespace, batch: int, cpu_threads: int):
+    """(cfg, model, TrainStep) at these shapes, as `tinygpt train` builds them (seed 0, no warm-up)."""
+    import mlx.core as mx
+
+    from tinygpt_mlx.config import Config, ModelConfig
+    from tinygpt_mlx.model import TinyGPT
+    from tinygpt_mlx.train.optim import build_optimizer
+    from tinygpt_mlx.train.step import TrainStep
+
+    cfg = Config()
+    cfg.model = ModelConfig(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, max_seq_len=args.seq)
+    cfg.data.batch_size = batch
+    cfg.runtime.cpu_threads = cpu_threads
+    cfg.schedule.warmup_steps = 0
+    mx.random.seed(0)
+    model = TinyGPT(cfg.model, args.vocab)
+    return cfg, model, TrainStep(model, build_optimizer(cfg, 10_000), cfg)
