@@ -27,6 +27,7 @@ import mlx.core as mx
 # isort: on
 
 from tinygpt_mlx import blas, cpu_attention
+from tinygpt_mlx.bench import _median_time
 from tinygpt_mlx.config import ModelConfig
 from tinygpt_mlx.envinfo import measure_gemm_gflops
 from tinygpt_mlx.model import TinyGPT
@@ -45,15 +46,8 @@ print(statistics.median(ts[2:]) * 1e3)
 
 
 def timed(fn, repeats: int) -> float:
-    """Median milliseconds of fn() after two warm-up calls."""
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    """Median milliseconds of fn() after two warm-up calls (the bench's own timer)."""
+    return _median_time(fn, repeats, warmup=2)[0] * 1e3
 
 
 def on_two_threads(make_work) -> None:
