@@ -24,6 +24,7 @@ from typing import Any
 import mlx.core as mx
 
 from tinygpt_mlx import blas
+from tinygpt_mlx.train.malloc_arenas import share_malloc_arena
 
 TRACE_LOCK = threading.Lock()
 _STOP = object()
@@ -70,6 +71,7 @@ class Lanes:
         self._jobs = 0
         self._inbox: list[queue.Queue] = [queue.Queue() for _ in range(n)]
         self._outbox: list[queue.Queue] = [queue.Queue() for _ in range(n)]
+        share_malloc_arena()  # before the threads exist: each would otherwise get an arena of its own
         # One function per lane (each its own compile cache, so each traces on its own lane's stream).
         self._threads = [
             threading.Thread(target=self._serve, args=(i, make_fn()), name=f"tinygpt-lane-{i}", daemon=True)
