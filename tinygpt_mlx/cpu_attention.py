@@ -57,12 +57,13 @@ def exp_nonpositive(x: mx.array) -> mx.array:
 
 
 @mx.custom_function
-def _causal_probs(q: mx.array, k: mx.array) -> mx.array:
+def _causal_probs(q: mx.array, k: mx.array, scale: mx.array) -> mx.array:
     t, s = q.shape[-2], k.shape[-2]
     # Query i (of the last t) sees keys 0 .. s - t + i; a large finite negative keeps the max finite.
     mask = mx.triu(mx.full((t, s), -1e9, dtype=mx.float32), k=s - t + 1)
     # float32 whatever the compute dtype: the polynomial needs it, as mx.fast's softmax upcasts too.
-    scores = (q @ k.swapaxes(-1, -2)).astype(mx.float32) + mask
+    # Scaling the scores rather than q fuses into the mask's add and keeps no scaled copy of q.
+    scores = (q @ k.swapaxes(-1, -2)).astype(mx.float32) * scale + mask
     e = exp_nonpositive(scores - scores.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
@@ -70,14 +71,13 @@ def _causal_probs(q: mx.array, k: mx.array) -> mx.array:
 @_causal_probs.vjp
 def _causal_probs_vjp(primals, cotangent, probs):
     # Only the probabilities are needed: the scores are never kept for the backward pass.
-    q, k = primals
-    d_scores = probs * (cotangent - (cotangent * probs).sum(axis=-1, keepdims=True))
-    d_scores = d_scores.astype(q.dtype)
-    return d_scores @ k, d_scores.swapaxes(-1, -2) @ q
+    q, k, scale = primals
+    d_scores = (probs * (cotangent - (cotangent * probs).sum(axis=-1, keepdims=True)) * scale).astype(q.dtype)
+    return d_scores @ k, d_scores.swapaxes(-1, -2) @ q, mx.zeros_like(scale)
 
 
 def _attend(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
-    return _causal_probs(q * scale, k).astype(v.dtype) @ v
+    return _causal_probs(q, k, mx.array(scale, dtype=mx.float32)).astype(v.dtype) @ v
 
 
 def causal_attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
