@@ -60,7 +60,7 @@ def _gelu_arith_backward(x: mx.array, cotangent: mx.array) -> mx.array:
     x = x.astype(mx.float32)
     # No subexpression here may equal one of the forward's: inside a compiled training step, identical
     # ops on the same inputs are merged, which keeps the forward's [tokens, 4 d] intermediate alive until
-    # the backward. `x * x` and `0.5 * x` did that (~60 MB more peak memory on the reference shape), hence
+    # the backward. `x * x` and `0.5 * x` did that (~100 MB more peak memory on the reference shape), hence
     # mx.square and x multiplied last.
     x2 = mx.square(x)
     t = _tanh_rational(_GELU_C * x * (1 + _GELU_K * x2))
