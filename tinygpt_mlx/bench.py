@@ -66,7 +66,6 @@ class BenchSettings:
                      if p not in ("train", "prefill", "decode")]
         return problems
 
-
     def batch_for(self, seq_len: int) -> int:
         """The training batch at this sequence length (fixed, or tokens // seq_len)."""
         return max(1, self.tokens // seq_len) if self.tokens else self.batch

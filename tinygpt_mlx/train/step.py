@@ -166,8 +166,7 @@ class TrainStep:
     def _update_in_lanes(self, x: mx.array, y: mx.array) -> tuple[mx.array, mx.array, mx.array]:
         n = self.lanes.size
         # Drawn from this thread's global key, which checkpoints save: dropout resumes exactly with lanes.
-        split = mx.random.split(mx.random.key(mx.random.randint(0, 2**31 - 1, ()).item()), n)
-        keys = [split[i] for i in range(n)]
+        keys = list(mx.random.split(mx.random.key(mx.random.randint(0, 2**31 - 1, ()).item()), n))
         all_params, params = self.model.parameters(), self.model.trainable_parameters()
         rows = x.shape[1] // n
         shards = [(x[:, i * rows:(i + 1) * rows], y[:, i * rows:(i + 1) * rows]) for i in range(n)]
