@@ -60,7 +60,9 @@ def test_bfloat16_inputs_keep_their_dtype():
     assert dq.dtype == mx.bfloat16
 
 
-def test_model_uses_it_only_inside_enabled():
+def test_model_uses_it_only_inside_enabled(monkeypatch: pytest.MonkeyPatch):
+    # The fallback path: what runs where the C++ kernel (tests/kernels) is unavailable.
+    monkeypatch.setattr(cpu_attention, "fused_self_attention", lambda *args: None)
     mx.random.seed(0)
     model = TinyGPT(ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=128), 50)
     idx = mx.random.randint(0, 50, (2, 128), key=mx.random.key(1))

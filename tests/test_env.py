@@ -34,6 +34,7 @@ def test_env_reports_fast_gemm():
     record = json.loads(out.stdout)
     assert record["blas"].startswith("OpenBLAS")
     assert record["backend"] == "cpu"
+    assert record["cpu_kernels"].startswith("ready ("), record["cpu_kernels"]  # `env` builds them if needed
     for key in ("python", "mlx", "mlx_lm", "numpy", "device", "gemm_fp32_gflops"):
         assert key in record
     # The reference BLAS manages ~5 GFLOP/s here; OpenBLAS ~180. 50 separates them even on a busy machine.

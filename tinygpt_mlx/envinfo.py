@@ -72,13 +72,18 @@ def device_description() -> tuple[str, str]:
     return kind, "cuda" if getattr(mx, "cuda", None) and mx.cuda.is_available() else "gpu"
 
 
-def environment_record(gemm: bool = False, hub: bool = False) -> dict:
+def environment_record(gemm: bool = False, hub: bool = False, load_kernels: bool = False) -> dict:
     """A JSON-able record of the environment (for `tinygpt env` and each run's env.json)."""
+    from tinygpt_mlx import kernels
+
     device, backend = device_description()
+    if load_kernels and backend == "cpu":
+        kernels.load()
     record = {
         "device": device,
         "backend": backend,
         "blas": blas_description() if backend == "cpu" else "n/a (accelerator)",
+        "cpu_kernels": kernels.status() if backend == "cpu" else "n/a (accelerator)",
         "platform": f"{platform.system()} {platform.machine()}",
         "processor": platform.processor() or platform.machine(),
         "python": sys.version.split()[0],

@@ -159,7 +159,12 @@ class CausalSelfAttention(nn.Module):
 
     def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
         B, T, C = x.shape
-        q, k, v = mx.split(self.c_attn(x), 3, axis=-1)
+        qkv = self.c_attn(x)
+        if cache is None and T > 1 and cpu_attention.active():
+            fused = cpu_attention.fused_self_attention(qkv, self.n_heads, self.scale)
+            if fused is not None:
+                return self.resid_dropout(self.c_proj(fused))
+        q, k, v = mx.split(qkv, 3, axis=-1)
         # [B, T, C] -> [B, H, T, D]
         q, k, v = (a.reshape(B, T, self.n_heads, -1).transpose(0, 2, 1, 3) for a in (q, k, v))
         if cache is not None:

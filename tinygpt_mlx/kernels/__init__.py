@@ -1,0 +1,58 @@
+"""Fused C++ CPU kernels for training (see csrc/), built on first use; None wherever they cannot be.
+
+Only the training step on the CPU calls them (through `cpu_attention.self_attention`); everything keeps a
+pure-MLX path, which is what runs when the kernels are off (TINYGPT_KERNELS=0), on a GPU, for dtypes
+other than float32, or when no compiler is at hand (one warning says so).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+import warnings
+from types import ModuleType
+
+from tinygpt_mlx.kernels import build as _build
+from tinygpt_mlx.kernels.build import MODULE_NAME, BuildError
+
+_lock = threading.Lock()
+_state: dict[str, object] = {"module": None, "status": "not-loaded"}
+
+
+def enabled() -> bool:
+    """False when TINYGPT_KERNELS is 0/false/off."""
+    return os.environ.get("TINYGPT_KERNELS", "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def load(verbose: bool = True) -> ModuleType | None:
+    """The compiled kernel module (building it when needed), or None with the reason in `status()`."""
+    with _lock:
+        if _state["status"] != "not-loaded":
+            return _state["module"]  # type: ignore[return-value]
+        if not enabled():
+            _state["status"] = "off (TINYGPT_KERNELS=0)"
+            return None
+        try:
+            path = _build.build(verbose=verbose)
+            spec = importlib.util.spec_from_file_location(f"{__name__}.{MODULE_NAME}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        except (BuildError, ImportError, OSError) as err:
+            _state["status"] = f"unavailable: {err}"
+            warnings.warn(f"tinygpt: CPU kernels unavailable, training uses plain MLX attention (slower): "
+                          f"{err}", RuntimeWarning, stacklevel=2)
+            return None
+        _state["module"], _state["status"] = module, f"ready ({path})"
+        return module
+
+
+def status() -> str:
+    """One line: ready (path), off, unavailable: why, or not-loaded."""
+    return str(_state["status"])
+
+
+def reset() -> None:
+    """Forget what `load` found (tests switch TINYGPT_KERNELS and the cache directory)."""
+    with _lock:
+        _state["module"], _state["status"] = None, "not-loaded"

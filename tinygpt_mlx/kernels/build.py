@@ -1,0 +1,165 @@
+"""Compile the C++ kernels in csrc/ against the installed MLX into a per-machine cache, once.
+
+Why at first use and not at `pip install`: the install then never fails for want of a compiler (the
+kernels are an optimisation with a pure-MLX fallback), and the code is built for the CPU it runs on
+(-march=native), which a wheel cannot be. The cache key covers the sources, MLX, nanobind, Python, the
+compiler and the CPU, so any change rebuilds; a file lock keeps processes of one `mlx.launch` from
+building the same library at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+SOURCE_DIR = Path(__file__).parent / "csrc"
+MODULE_NAME = "_tinygpt_kernels"
+
+
+class BuildError(RuntimeError):
+    """The kernels could not be compiled; the message says why in one line."""
+
+
+def cache_root() -> Path:
+    """Where built kernels live: $TINYGPT_KERNEL_CACHE, else the user's cache directory."""
+    override = os.environ.get("TINYGPT_KERNEL_CACHE")
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tinygpt_mlx" / "kernels"
+
+
+def compiler() -> str:
+    """The C++ compiler: $CXX, else the first of c++, g++, clang++ on PATH."""
+    for name in filter(None, [os.environ.get("CXX"), "c++", "g++", "clang++"]):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise BuildError("no C++ compiler found (install g++ or clang++, or set CXX)")
+
+
+def _cpu_signature() -> str:
+    if sys.platform.startswith("linux"):
+        try:
+            lines = Path("/proc/cpuinfo").read_text().splitlines()
+        except OSError:
+            return platform.processor()
+        wanted = [ln for ln in lines if ln.startswith(("model name", "flags", "Features"))]
+        return "\n".join(dict.fromkeys(wanted))  # one copy per distinct line, not one per core
+    return platform.processor()
+
+
+def _compiler_version(cxx: str) -> str:
+    try:
+        return subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        raise BuildError(f"{cxx} --version failed: {err}") from err
+
+
+def _paths() -> dict[str, str]:
+    import mlx
+    import nanobind
+
+    mlx_dir = Path(mlx.__path__[0])
+    return {
+        "mlx_include": str(mlx_dir / "include"),
+        "mlx_lib": str(mlx_dir / "lib"),
+        "nanobind": str(Path(nanobind.__file__).parent),
+        "python_include": sysconfig.get_paths()["include"],
+    }
+
+
+def build_key(cxx: str) -> str:
+    """Hash of everything the built library depends on."""
+    from importlib import metadata
+
+    digest = hashlib.sha256()
+    for source in sorted(SOURCE_DIR.iterdir()):
+        digest.update(source.name.encode() + source.read_bytes())
+    for part in (metadata.version("mlx"), metadata.version("nanobind"), sys.version, platform.machine(),
+                 _compiler_version(cxx), _cpu_signature()):
+        digest.update(part.encode())
+    return digest.hexdigest()[:16]
+
+
+def _commands(cxx: str, paths: dict[str, str], objects: Path, output: Path) -> tuple[list[list[str]], list[str]]:
+    nb = Path(paths["nanobind"])
+    common = ["-std=c++20", "-fPIC", "-fvisibility=hidden", "-DNDEBUG", "-DNB_DOMAIN=mlx",
+              f"-I{nb / 'include'}", f"-I{nb / 'ext' / 'robin_map' / 'include'}",
+              f"-I{paths['python_include']}", f"-I{paths['mlx_include']}"]
+    # Apple silicon's baseline already has NEON; on x86 the host's AVX2/AVX-512 is what the loops need.
+    arch = ["-march=native"] if platform.machine() in ("x86_64", "AMD64") else []
+    compiles = [
+        [cxx, "-O3", *arch, *common, "-c", str(SOURCE_DIR / "attention.cpp"), "-o", str(objects / "attention.o")],
+        [cxx, "-O2", *common, "-c", str(SOURCE_DIR / "bindings.cpp"), "-o", str(objects / "bindings.o")],
+        [cxx, "-O2", *common, "-c", str(nb / "src" / "nb_combined.cpp"), "-o", str(objects / "nanobind.o")],
+    ]
+    link = [cxx, "-shared", "-o", str(output), *(str(objects / f) for f in ("attention.o", "bindings.o",
+                                                                            "nanobind.o")),
+            f"-L{paths['mlx_lib']}", "-lmlx", f"-Wl,-rpath,{paths['mlx_lib']}"]
+    if sys.platform == "darwin":
+        # Python's symbols come from the interpreter at import time; cblas from Accelerate.
+        link += ["-undefined", "dynamic_lookup", "-framework", "Accelerate"]
+    return compiles, link
+
+
+@contextmanager
+def _locked(directory: Path):
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks (Windows): builds race at worst, os.replace keeps them whole
+        yield
+        return
+    with open(directory / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_all(commands: list[list[str]], log: Path, what: str) -> None:
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for cmd in commands]
+    outputs = [proc.communicate()[0] for proc in procs]
+    with open(log, "a") as handle:
+        for cmd, out in zip(commands, outputs, strict=True):
+            handle.write(" ".join(cmd) + "\n" + out + "\n")
+    for proc, out in zip(procs, outputs, strict=True):
+        if proc.returncode != 0:
+            first_error = next((ln for ln in out.splitlines() if "error" in ln), out.strip()[:200])
+            raise BuildError(f"{what} failed: {first_error.strip()} (full log: {log})")
+
+
+def build(verbose: bool = False) -> Path:
+    """Path of the built extension module, compiling it first when the cache has none for this key."""
+    cxx = compiler()
+    key = build_key(cxx)
+    directory = cache_root() / key
+    output = directory / (MODULE_NAME + sysconfig.get_config_var("EXT_SUFFIX"))
+    if output.exists():
+        return output
+    with _locked(directory):
+        if output.exists():  # another process built it while we waited for the lock
+            return output
+        if verbose:
+            print(f"tinygpt: building the CPU kernels (once per machine, ~10-20 s) in {directory}",
+                  file=sys.stderr)
+        log = directory / "build.log"
+        log.write_text("")
+        with tempfile.TemporaryDirectory(dir=directory) as scratch:
+            staged = Path(scratch) / output.name
+            compiles, link = _commands(cxx, _paths(), Path(scratch), staged)
+            _run_all(compiles, log, "compiling the kernels")
+            _run_all([link], log, "linking the kernels")
+            os.replace(staged, output)
+    return output
