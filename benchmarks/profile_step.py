@@ -12,7 +12,7 @@ Run by hand (not a test):
     python benchmarks/profile_step.py --json profile.json
 
 Rows: all linear-layer GEMMs (forward, input and weight gradients, the tied head included), attention
-(head split, causal SDPA and its backward, head merge), layer norms, GELU, cross-entropy, the embedding
+(the fused C++ kernel where it builds, else head split, causal SDPA and its backward, head merge), layer norms, GELU, cross-entropy, the embedding
 gathers and their scatter-add gradients, the optimizer (clip + AdamW with decay mask + the non-finite
 guard, as TrainStep runs it), and data (window sampling from a token array + host-to-MLX copy). Each is
 a compiled function with forward + backward where there is one, multiplied by its count per step. The
@@ -37,7 +37,7 @@ import numpy as np
 from shapes import product_step, shape_parser
 
 import tinygpt_mlx.model as model_lib
-from tinygpt_mlx import blas, cpu_attention
+from tinygpt_mlx import blas, cpu_attention, kernels
 from tinygpt_mlx.config import Config
 from tinygpt_mlx.train import lanes as lanes_lib
 from tinygpt_mlx.train.optim import build_optimizer
@@ -69,6 +69,9 @@ def components(args: argparse.Namespace, cfg: Config, model: model_lib.TinyGPT) 
     scale = (d // H) ** -0.5
 
     def attn_core(qkv):
+        fused = kernels.self_attention(qkv, H, scale)  # the C++ kernel, where it builds
+        if fused is not None:
+            return (fused * gy).sum()
         q, k, v = mx.split(qkv, 3, axis=-1)
         q, k, v = (a.reshape(B, T, H, -1).transpose(0, 2, 1, 3) for a in (q, k, v))
         y = cpu_attention.causal_attention(q, k, v, scale)  # what TrainStep traces on the CPU
@@ -78,9 +81,21 @@ def components(args: argparse.Namespace, cfg: Config, model: model_lib.TinyGPT) 
     attn_flops = 3 * 2 * 2 * B * H * T * T * (d // H)  # QK^T and PV, forward + 2x backward
 
     x_ln, g_ln, w_ln, b_ln = rnd(B, T, d), rnd(B, T, d), mx.ones((d,)), mx.zeros((d,))
-    ln = mx.grad(lambda x, w, b: (mx.fast.layer_norm(x, w, b, cfg.model.layer_norm_eps) * g_ln).sum(), argnums=(0, 1, 2))
+    norm = model_lib.LayerNorm(d, eps=cfg.model.layer_norm_eps)
+
+    def ln_loss(x, w, b):
+        norm.update({"weight": w, "bias": b})
+        with cpu_attention.enabled():  # as TrainStep traces it: the kernel where it builds
+            return (norm(x) * g_ln).sum()
+
+    ln = mx.grad(ln_loss, argnums=(0, 1, 2))
     x_fc, g_fc = rnd(B, T, f), rnd(B, T, f)
-    gelu = mx.grad(lambda x: (model_lib.gelu_approx(x) * g_fc).sum())
+
+    def gelu_loss(x):
+        with cpu_attention.enabled():
+            return (model_lib.gelu_approx(x) * g_fc).sum()
+
+    gelu = mx.grad(gelu_loss)
     logits, targets = rnd(B, T, V), mx.random.randint(0, V, (B, T), key=next(key))
     mx.eval(targets)
     xent = mx.grad(lambda z: cross_entropy_loss(z, targets))
@@ -118,7 +133,7 @@ def components(args: argparse.Namespace, cfg: Config, model: model_lib.TinyGPT) 
     gemms, attn, ln, gelu, xent, embed = (mx.compile(fn) for fn in (gemms, attn, ln, gelu, xent, embed))
     return {
         "GEMMs (linear layers + head, fwd+bwd)": (gemms, 1, gemm_flops),
-        "attention (cpu_attention + head split/merge, fwd+bwd)": (lambda: attn(qkv), L, attn_flops),
+        "attention (fused kernel; else cpu_attention + head split/merge)": (lambda: attn(qkv), L, attn_flops),
         "layer norm (fwd+bwd)": (lambda: ln(x_ln, w_ln, b_ln), 2 * L + 1, 0),
         "GELU (fwd+bwd)": (lambda: gelu(x_fc), L, 0),
         "cross-entropy (fwd+bwd)": (lambda: xent(logits), 1, 0),

@@ -6,7 +6,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from tinygpt_mlx import cpu_attention
+from tinygpt_mlx import cpu_attention, kernels
 from tinygpt_mlx.config import ModelConfig
 from tinygpt_mlx.model import TinyGPT
 
@@ -62,7 +62,7 @@ def test_bfloat16_inputs_keep_their_dtype():
 
 def test_model_uses_it_only_inside_enabled(monkeypatch: pytest.MonkeyPatch):
     # The fallback path: what runs where the C++ kernel (tests/kernels) is unavailable.
-    monkeypatch.setattr(cpu_attention, "fused_self_attention", lambda *args: None)
+    monkeypatch.setattr(kernels, "self_attention", lambda *args: None)
     mx.random.seed(0)
     model = TinyGPT(ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=128), 50)
     idx = mx.random.randint(0, 50, (2, 128), key=mx.random.key(1))

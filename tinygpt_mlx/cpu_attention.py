@@ -12,9 +12,10 @@ about 3e-6 on average, against 4e-6 for mx.exp itself (tests/test_cpu_attention.
 float64). Arguments below -80 are clamped there (exp(-80) = 2e-35: masked entries are 0 for all purposes).
 The first half of the queries attends to the first half of the keys on its own, skipping the masked quarter.
 
-Where the C++ kernels build (`tinygpt_mlx.kernels`, float32), `fused_self_attention` replaces all of the
-above with one fused primitive per direction (2-3x faster again, and no stored probabilities); the code
-above is the fallback. Only the training step uses either (see `train.step.TrainStep`); evaluation and generation keep
+Where the C++ kernels build (float32), `tinygpt_mlx.kernels.self_attention` replaces all of the above
+with one fused primitive per direction (2x faster again, and no stored probabilities); this module is
+then the fallback. `enabled()` also switches the kernels' layer norm and GELU on. Only the training step
+uses any of it (see `train.step.TrainStep`); evaluation and generation keep
 mx.fast.scaled_dot_product_attention, so exported models and mlx-lm stay bit-for-bit comparable.
 """
 
@@ -25,8 +26,6 @@ from collections.abc import Iterator
 
 import mlx.core as mx
 import numpy as np
-
-from tinygpt_mlx import kernels
 
 MIN_SPLIT = 64  # shorter sequences attend in one block
 _SQUARINGS = 6
@@ -98,20 +97,12 @@ def causal_attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.
     return mx.concatenate([first, second], axis=2)
 
 
-def fused_self_attention(qkv: mx.array, n_heads: int, scale: float) -> mx.array | None:
-    """Causal attention of qkv [B, T, 3C] -> [B, T, C] by the C++ kernel, or None where it does not apply."""
-    if qkv.dtype != mx.float32:
-        return None
-    module = kernels.load()
-    return None if module is None else module.causal_self_attention(qkv, n_heads, scale)
-
-
 _enabled = [False]
 
 
 @contextlib.contextmanager
 def enabled(on: bool = True) -> Iterator[None]:
-    """Within this block, TinyGPT's attention uses causal_attention on the CPU (read at trace time)."""
+    """Within this block TinyGPT, on the CPU, uses the training kernels or causal_attention (read at trace time)."""
     previous = _enabled[0]
     _enabled[0] = on
     try:

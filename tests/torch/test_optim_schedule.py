@@ -98,7 +98,15 @@ def assert_close(a: dict, b: dict, atol: float) -> None:
     assert a.keys() == b.keys()
     for k in a:
         assert a[k].shape == b[k].shape and a[k].dtype == b[k].dtype, k
-        assert np.allclose(np.array(a[k]), np.array(b[k]), rtol=1e-4, atol=atol), k
+        x, y = np.array(a[k]), np.array(b[k])
+        if k.endswith("attn.c_attn.bias") and x.ndim == 1:
+            # The key bias's true gradient is 0 (softmax ignores a shift of a whole score row), so each
+            # framework's is rounding noise (~1e-12), and Adam turns it into steps of lr * noise / eps:
+            # up to ~1e-5 apart after 5 steps whatever the code. Only the query and value parts carry signal.
+            d = x.shape[0] // 3
+            assert np.allclose(x[d : 2 * d], y[d : 2 * d], rtol=1e-4, atol=1e-4), k
+            x, y = np.delete(x, np.s_[d : 2 * d]), np.delete(y, np.s_[d : 2 * d])
+        assert np.allclose(x, y, rtol=1e-4, atol=atol), k
 
 
 @pytest.mark.parametrize("optim", [

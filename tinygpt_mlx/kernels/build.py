@@ -92,18 +92,20 @@ def build_key(cxx: str) -> str:
 
 def _commands(cxx: str, paths: dict[str, str], objects: Path, output: Path) -> tuple[list[list[str]], list[str]]:
     nb = Path(paths["nanobind"])
-    common = ["-std=c++20", "-fPIC", "-fvisibility=hidden", "-DNDEBUG", "-DNB_DOMAIN=mlx",
+    common = ["-std=c++20", "-fopenmp-simd", "-fPIC", "-fvisibility=hidden", "-DNDEBUG", "-DNB_DOMAIN=mlx",
               f"-I{nb / 'include'}", f"-I{nb / 'ext' / 'robin_map' / 'include'}",
               f"-I{paths['python_include']}", f"-I{paths['mlx_include']}"]
     # Apple silicon's baseline already has NEON; on x86 the host's AVX2/AVX-512 is what the loops need.
     arch = ["-march=native"] if platform.machine() in ("x86_64", "AMD64") else []
-    compiles = [
-        [cxx, "-O3", *arch, *common, "-c", str(SOURCE_DIR / "attention.cpp"), "-o", str(objects / "attention.o")],
-        [cxx, "-O2", *common, "-c", str(SOURCE_DIR / "bindings.cpp"), "-o", str(objects / "bindings.o")],
-        [cxx, "-O2", *common, "-c", str(nb / "src" / "nb_combined.cpp"), "-o", str(objects / "nanobind.o")],
-    ]
-    link = [cxx, "-shared", "-o", str(output), *(str(objects / f) for f in ("attention.o", "bindings.o",
-                                                                            "nanobind.o")),
+    # The kernels at -O3 for this CPU; the Python glue (bindings, nanobind itself) needs no more than -O2.
+    # No FP traps or errno: without these GCC will not if-convert the clamps, and the loops stay scalar.
+    fast = ["-O3", "-fno-math-errno", "-fno-trapping-math", *arch]
+    jobs = [(source, fast if source.name != "bindings.cpp" else ["-O2"])
+            for source in sorted(SOURCE_DIR.glob("*.cpp"))]
+    jobs.append((nb / "src" / "nb_combined.cpp", ["-O2"]))
+    compiles = [[cxx, *flags, *common, "-c", str(source), "-o", str(objects / (source.stem + ".o"))]
+                for source, flags in jobs]
+    link = [cxx, "-shared", "-o", str(output), *(cmd[-1] for cmd in compiles),
             f"-L{paths['mlx_lib']}", "-lmlx", f"-Wl,-rpath,{paths['mlx_lib']}"]
     if sys.platform == "darwin":
         # Python's symbols come from the interpreter at import time; cblas from Accelerate.

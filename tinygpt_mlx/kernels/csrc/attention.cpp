@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -44,7 +45,7 @@ void gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const 
 // x = n ln2 + r with |r| <= ln2 / 2, exp(r) by a degree-6 Taylor polynomial (relative error < 3e-7),
 // 2^n by building the float's exponent bits. Below -87 the result is 0 for all purposes (clamped).
 inline float exp_nonpositive(float x) {
-  x = x < -87.0f ? -87.0f : x;
+  x = std::fmax(x, -87.0f);
   const float n = std::floor(x * 1.44269504088896341f + 0.5f);
   const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
   float p = 1.0f / 720.0f;
@@ -76,10 +77,12 @@ void softmax_block(float* s, int rows, int cols, int first_row, float scale, flo
   for (int r = 0; r < rows; ++r) {
     float* row = s + static_cast<size_t>(r) * cols;
     const int valid = first_row + r + 1;
-    float mx_ = -INFINITY;
+    float mx_ = std::numeric_limits<float>::lowest();
+#pragma omp simd reduction(max : mx_)
     for (int j = 0; j < valid; ++j) mx_ = std::max(mx_, row[j]);
     const float shift = mx_ * scale;
     float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
     for (int j = 0; j < valid; ++j) {
       const float e = exp_nonpositive(row[j] * scale - shift);
       row[j] = e;
@@ -150,6 +153,7 @@ void backward(const float* qkv, const float* lse, const float* dy, float* dqkv, 
           // true gradient is 0 (the key bias: softmax ignores a per-row shift) then get ~0, not noise
           // that Adam would blow up to full-size steps.
           float delta = 0.0f;
+#pragma omp simd reduction(+ : delta)
           for (int j = 0; j < valid; ++j) {
             const float pj = exp_nonpositive(p[j] * scale - l);
             p[j] = pj;

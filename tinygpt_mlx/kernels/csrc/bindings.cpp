@@ -1,7 +1,9 @@
-// Python module tinygpt_mlx kernels; shares MLX's nanobind domain so mx.array crosses unchanged.
+// Python module of tinygpt_mlx.kernels; shares MLX's nanobind domain so mx.array crosses unchanged.
 #include <nanobind/nanobind.h>
 
 #include "attention.h"
+#include "gelu.h"
+#include "layer_norm.h"
 
 namespace nb = nanobind;
 
@@ -10,4 +12,7 @@ NB_MODULE(_tinygpt_kernels, m) {
   m.def("causal_self_attention", &tinygpt::causal_self_attention, nb::arg("qkv"), nb::arg("heads"),
         nb::arg("scale"),
         "Causal multi-head attention of qkv [B, T, 3C] (q, k, v concatenated) -> [B, T, C], float32, CPU.");
+  m.def("layer_norm", &tinygpt::layer_norm, nb::arg("x"), nb::arg("weight"), nb::arg("bias"), nb::arg("eps"),
+        "Layer norm over the last axis with weight and bias [d], float32, CPU.");
+  m.def("gelu", &tinygpt::gelu, nb::arg("x"), "GELU, tanh approximation (GPT-2's gelu_new), float32, CPU.");
 }
