@@ -13,14 +13,6 @@ from tinygpt_mlx.config import ModelConfig
 from tinygpt_mlx.model import TinyGPT
 
 
-@pytest.fixture(scope="module")
-def ext():
-    module = kernels.load()
-    if module is None:
-        pytest.fail(f"kernels did not build on this machine: {kernels.status()}")
-    return module
-
-
 def reference(qkv: mx.array, heads: int, scale: float) -> mx.array:
     b, t, c3 = qkv.shape
     q, k, v = (a.reshape(b, t, heads, -1).transpose(0, 2, 1, 3) for a in mx.split(qkv, 3, axis=-1))

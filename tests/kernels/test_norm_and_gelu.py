@@ -7,17 +7,9 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from tinygpt_mlx import cpu_attention, kernels
+from tinygpt_mlx import cpu_attention
 from tinygpt_mlx.config import ModelConfig
 from tinygpt_mlx.model import LayerNorm, TinyGPT, gelu_approx
-
-
-@pytest.fixture(scope="module")
-def ext():
-    module = kernels.load()
-    if module is None:
-        pytest.fail(f"kernels did not build on this machine: {kernels.status()}")
-    return module
 
 
 def close(a: mx.array, b: mx.array, atol: float = 1e-5, rtol: float = 1e-4) -> None:

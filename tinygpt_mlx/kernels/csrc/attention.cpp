@@ -13,14 +13,13 @@
 #include <stdexcept>
 #include <vector>
 
-#include "mlx/allocator.h"
 #include "mlx/array.h"
-#include "mlx/backend/cpu/encoder.h"
 #include "mlx/ops.h"
 #include "mlx/primitives.h"
 #include "mlx/utils.h"
 
 #include "attention.h"
+#include "encode.h"
 
 extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
                             const float* a, int lda, const float* b, int ldb, float beta, float* c,
@@ -191,12 +190,7 @@ void CausalSelfAttention::eval_cpu(const std::vector<mx::array>& inputs, std::ve
   const auto& qkv = inputs[0];
   auto& y = outputs[0];
   auto& lse = outputs[1];
-  y.set_data(mx::allocator::malloc(y.nbytes()));
-  lse.set_data(mx::allocator::malloc(lse.nbytes()));
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  encoder.set_input_array(qkv);
-  encoder.set_output_array(y);
-  encoder.set_output_array(lse);
+  auto& encoder = prepare(stream(), inputs, {&y, &lse});
   encoder.dispatch([qkv = mx::array::unsafe_weak_copy(qkv), y = mx::array::unsafe_weak_copy(y),
                     lse = mx::array::unsafe_weak_copy(lse), d = dims_of(qkv, heads_),
                     scale = scale_]() mutable {
@@ -230,10 +224,7 @@ std::vector<mx::Shape> CausalSelfAttention::output_shapes(const std::vector<mx::
 }
 
 void CausalSelfAttentionBackward::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  for (const auto& a : inputs) encoder.set_input_array(a);
-  encoder.set_output_array(out);
+  auto& encoder = prepare(stream(), inputs, {&out});
   encoder.dispatch([qkv = mx::array::unsafe_weak_copy(inputs[0]), lse = mx::array::unsafe_weak_copy(inputs[1]),
                     dy = mx::array::unsafe_weak_copy(inputs[2]),
                     out = mx::array::unsafe_weak_copy(out), d = dims_of(inputs[0], heads_),

@@ -6,11 +6,10 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "mlx/allocator.h"
-#include "mlx/backend/cpu/encoder.h"
 #include "mlx/ops.h"
 #include "mlx/utils.h"
 
+#include "encode.h"
 #include "gelu.h"
 
 namespace tinygpt {
@@ -58,10 +57,7 @@ void backward(const float* x, const float* dy, float* dx, size_t n) {
 }  // namespace
 
 void Gelu::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  encoder.set_input_array(inputs[0]);
-  encoder.set_output_array(out);
+  auto& encoder = prepare(stream(), inputs, {&out});
   encoder.dispatch([x = mx::array::unsafe_weak_copy(inputs[0]), y = mx::array::unsafe_weak_copy(out)]() mutable {
     forward(x.data<float>(), y.data<float>(), x.size());
   });
@@ -81,11 +77,7 @@ std::vector<mx::array> Gelu::vjp(const std::vector<mx::array>& primals, const st
 std::vector<mx::Shape> Gelu::output_shapes(const std::vector<mx::array>& inputs) { return {inputs[0].shape()}; }
 
 void GeluBackward::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  encoder.set_input_array(inputs[0]);
-  encoder.set_input_array(inputs[1]);
-  encoder.set_output_array(out);
+  auto& encoder = prepare(stream(), inputs, {&out});
   encoder.dispatch([x = mx::array::unsafe_weak_copy(inputs[0]), dy = mx::array::unsafe_weak_copy(inputs[1]),
                     dx = mx::array::unsafe_weak_copy(out)]() mutable {
     backward(x.data<float>(), dy.data<float>(), dx.data<float>(), x.size());

@@ -8,11 +8,10 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "mlx/allocator.h"
-#include "mlx/backend/cpu/encoder.h"
 #include "mlx/ops.h"
 #include "mlx/utils.h"
 
+#include "encode.h"
 #include "layer_norm.h"
 
 namespace tinygpt {
@@ -73,10 +72,7 @@ size_t rows_of(const mx::array& x) { return x.size() / x.shape(-1); }
 }  // namespace
 
 void LayerNorm::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
-  for (auto& out : outputs) out.set_data(mx::allocator::malloc(out.nbytes()));
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  for (const auto& a : inputs) encoder.set_input_array(a);
-  for (auto& a : outputs) encoder.set_output_array(a);
+  auto& encoder = prepare(stream(), inputs, {&outputs[0], &outputs[1], &outputs[2]});
   encoder.dispatch([x = mx::array::unsafe_weak_copy(inputs[0]), w = mx::array::unsafe_weak_copy(inputs[1]),
                     b = mx::array::unsafe_weak_copy(inputs[2]), y = mx::array::unsafe_weak_copy(outputs[0]),
                     mean = mx::array::unsafe_weak_copy(outputs[1]),
@@ -115,10 +111,7 @@ bool LayerNorm::is_equivalent(const mx::Primitive& other) const {
 }
 
 void LayerNormBackward::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
-  for (auto& out : outputs) out.set_data(mx::allocator::malloc(out.nbytes()));
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  for (const auto& a : inputs) encoder.set_input_array(a);
-  for (auto& a : outputs) encoder.set_output_array(a);
+  auto& encoder = prepare(stream(), inputs, {&outputs[0], &outputs[1], &outputs[2]});
   encoder.dispatch([x = mx::array::unsafe_weak_copy(inputs[0]), w = mx::array::unsafe_weak_copy(inputs[1]),
                     mean = mx::array::unsafe_weak_copy(inputs[2]), rstd = mx::array::unsafe_weak_copy(inputs[3]),
                     dy = mx::array::unsafe_weak_copy(inputs[4]), dx = mx::array::unsafe_weak_copy(outputs[0]),
