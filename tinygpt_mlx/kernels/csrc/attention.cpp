@@ -44,7 +44,7 @@ void gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const 
 // x = n ln2 + r with |r| <= ln2 / 2, exp(r) by a degree-6 Taylor polynomial (relative error < 3e-7),
 // 2^n by building the float's exponent bits. Below -87 the result is 0 for all purposes (clamped).
 inline float exp_nonpositive(float x) {
-  x = std::fmax(x, -87.0f);
+  x = x < -87.0f ? -87.0f : x;  // a ternary, not std::fmax: GCC vectorises only the former
   const float n = std::floor(x * 1.44269504088896341f + 0.5f);
   const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
   float p = 1.0f / 720.0f;
