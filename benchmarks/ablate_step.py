@@ -11,6 +11,8 @@ Variants, each a full TrainStep (forward + backward + clipping + AdamW) on the s
   +causal-split     ... and the first half of the queries attends to the first half of the keys only
   +2 lanes          ... and each batch split over 2 threads with their own streams (train/lanes.py)
   +4 lanes          ... over 4 threads (what runtime.cpu_threads: 0 picks on 2 cores)
+  +C++ kernels      ... and tinygpt_mlx.kernels: fused attention, layer norm and GELU (the product now)
+The variants before the last run with TINYGPT_KERNELS=0, as the product does where the kernels cannot build.
 Each variant lives in its own worker process (in one process, the lane variants' threads and BLAS
 thread switching slowed the single-stream variants by 30-45%), traced under its own settings; the
 parent then steps the variants in turn, round after round, so machine load hits all alike. Medians.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -42,6 +45,7 @@ VARIANTS = {  # name: (runtime.cpu_threads, arithmetic-exp attention, causal spl
     "+causal-split": (1, True, True),
     "+2 lanes": (2, True, True),
     "+4 lanes": (4, True, True),
+    "+C++ kernels": (4, True, True),
 }
 
 
@@ -95,8 +99,9 @@ def main() -> None:
              f"--seq={args.seq}", f"--batch={args.batch}", f"--vocab={args.vocab}"]
     procs = {}
     for name in VARIANTS:  # one at a time: tracing is the busiest part
+        env = {**os.environ, "TINYGPT_KERNELS": "1" if name == "+C++ kernels" else "0"}
         procs[name] = subprocess.Popen([sys.executable, __file__, "--worker", name, *shape], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, text=True)
+                                       stdout=subprocess.PIPE, text=True, env=env)
         assert procs[name].stdout.readline().strip() == "ready"
     times: dict[str, list[float]] = {name: [] for name in procs}
     losses: dict[str, float] = {}

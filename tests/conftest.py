@@ -10,6 +10,13 @@ import pytest
 import tinygpt_mlx  # noqa: F401 - loads the fast BLAS before any test imports mlx.core
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Build the CPU kernels now (~15 s on a fresh machine), not inside a test that runs under a timeout."""
+    from tinygpt_mlx import kernels
+
+    kernels.load()
 SHARED_DATA = Path(os.environ.get("TINYGPT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

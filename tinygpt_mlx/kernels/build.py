@@ -3,7 +3,7 @@
 Why at first use and not at `pip install`: the install then never fails for want of a compiler (the
 kernels are an optimisation with a pure-MLX fallback), and the code is built for the CPU it runs on
 (-march=native), which a wheel cannot be. The cache key covers the sources, MLX, nanobind, Python, the
-compiler and the CPU, so any change rebuilds; a file lock keeps processes of one `mlx.launch` from
+compiler, its flags and the CPU, so any change rebuilds; a file lock keeps processes of one `mlx.launch` from
 building the same library at once.
 """
 
@@ -82,7 +82,8 @@ def build_key(cxx: str) -> str:
     from importlib import metadata
 
     digest = hashlib.sha256()
-    for source in sorted(SOURCE_DIR.iterdir()):
+    # This file too: it holds the compiler flags.
+    for source in [*sorted(SOURCE_DIR.iterdir()), Path(__file__)]:
         digest.update(source.name.encode() + source.read_bytes())
     for part in (metadata.version("mlx"), metadata.version("nanobind"), sys.version, platform.machine(),
                  _compiler_version(cxx), _cpu_signature()):

@@ -22,6 +22,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from tinygpt_mlx import kernels
 from tinygpt_mlx.config import Config, ConfigError, check_vocab, dump_config
 from tinygpt_mlx.data.loader import BatchSampler, TokenFile, eval_windows, shard, windows
 from tinygpt_mlx.data.prepare import prepare_data
@@ -234,6 +235,9 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
     quiet = None if world.is_main else open(os.devnull, "w")  # only rank 0 prints
     say = Reporter(0, live=False, stream=quiet).message  # plain messages until the bar exists
     start = _find_start(run_dir, resume, say)
+    if mx.default_device().type == mx.DeviceType.cpu:
+        # A machine's first run compiles the CPU kernels (~15 s): now, before any rank waits on another.
+        kernels.load()
 
     # Seeds first: model init and dropout draw from mlx's generator; a resume overwrites them below.
     seed_everything(cfg.runtime.seed)
