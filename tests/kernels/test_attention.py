@@ -96,6 +96,8 @@ def test_bad_input_is_a_clear_error(ext):
         ext.causal_self_attention(mx.zeros((1, 4, 10)), 2, 1.0)
     with pytest.raises(ValueError, match="float32"):
         ext.causal_self_attention(mx.zeros((1, 4, 12), dtype=mx.bfloat16), 2, 1.0)
+    with pytest.raises(ValueError, match="positive"):
+        ext.causal_self_attention(mx.zeros((1, 4, 12)), 2, 0.0)
 
 
 def test_model_takes_the_fused_path_in_training_and_falls_back_for_bfloat16(ext, monkeypatch):

@@ -43,7 +43,7 @@ def load(verbose: bool = True) -> ModuleType | None:
             spec.loader.exec_module(module)
         except (BuildError, ImportError, OSError) as err:
             _state["status"] = f"unavailable: {err}"
-            warnings.warn(f"tinygpt: CPU kernels unavailable, training uses plain MLX attention (slower): "
+            warnings.warn(f"tinygpt: CPU kernels unavailable, training uses MLX's own ops (slower): "
                           f"{err}", RuntimeWarning, stacklevel=2)
             return None
         _state["module"], _state["status"] = module, f"ready ({path})"

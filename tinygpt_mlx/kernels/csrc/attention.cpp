@@ -70,8 +70,8 @@ Dims dims_of(const mx::array& qkv, int heads) {
   return {static_cast<int>(qkv.shape(0)), static_cast<int>(qkv.shape(1)), heads, c / heads};
 }
 
-// Softmax of one block's scores in place; rows beyond the causal limit become 0. Returns nothing:
-// the log-sum-exp of each row goes to lse (in the scaled units the backward uses).
+// Softmax of one block's scores in place; keys beyond each row's causal limit become 0. The log-sum-exp
+// of each row goes to lse (in the scaled units the backward uses). The shift by max * scale needs scale > 0.
 void softmax_block(float* s, int rows, int cols, int first_row, float scale, float* lse) {
   for (int r = 0; r < rows; ++r) {
     float* row = s + static_cast<size_t>(r) * cols;
@@ -171,8 +171,11 @@ void backward(const float* qkv, const float* lse, const float* dy, float* dqkv, 
   }
 }
 
-void check_input(const mx::array& qkv, int heads) {
-  if (qkv.ndim() != 3 || qkv.shape(2) % (3 * heads) != 0) {
+void check_input(const mx::array& qkv, int heads, float scale) {
+  if (!(scale > 0.0f)) {
+    throw std::invalid_argument("causal_self_attention: scale must be positive");
+  }
+  if (heads < 1 || qkv.ndim() != 3 || qkv.shape(2) % (3 * heads) != 0) {
     throw std::invalid_argument("causal_self_attention: qkv must be [B, T, 3 * heads * head_dim]");
   }
   if (qkv.dtype() != mx::float32) {
@@ -243,7 +246,7 @@ bool CausalSelfAttentionBackward::is_equivalent(const mx::Primitive& other) cons
 }
 
 mx::array causal_self_attention(const mx::array& qkv, int heads, float scale) {
-  check_input(qkv, heads);
+  check_input(qkv, heads, scale);
   auto s = mx::to_stream({});
   auto x = row_contiguous(qkv, s);
   const auto& shape = x.shape();
