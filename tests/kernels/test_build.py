@@ -61,7 +61,7 @@ def test_a_failed_build_warns_once_and_training_attention_falls_back(tmp_path: P
     # `false` as the compiler: the compile step fails, as it would with a broken toolchain.
     result = run_child(CHILD, CXX="false", TINYGPT_KERNEL_CACHE=str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "STATUS unavailable: compiling the kernels failed" in result.stdout
+    assert "STATUS unavailable: compiling the kernels failed: false exited with status 1" in result.stdout
     assert "WARNINGS 1 tinygpt: CPU kernels unavailable" in result.stdout
     assert (tmp_path / next(os.walk(tmp_path))[1][0] / "build.log").exists()
 
@@ -80,3 +80,15 @@ def test_load_returns_the_module_from_the_cache():
     assert module is not None, kernels.status()
     assert kernels.status().startswith("ready (")
     assert kernels.load() is module
+
+
+def test_a_module_that_cannot_take_mx_arrays_is_refused():
+    # What an MLX built with another nanobind ABI looks like from here: the call rejects mx.array.
+    class Foreign:
+        @staticmethod
+        def gelu(x):
+            raise TypeError("gelu(): incompatible function arguments")
+
+    with pytest.raises(TypeError, match="nanobind ABI"):
+        kernels._smoke_test(Foreign)
+    kernels._smoke_test(kernels.load())  # the real module passes

@@ -41,13 +41,24 @@ def load(verbose: bool = True) -> ModuleType | None:
             spec = importlib.util.spec_from_file_location(f"{__name__}.{MODULE_NAME}", path)
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
-        except (BuildError, ImportError, OSError) as err:
+            _smoke_test(module)
+        except (BuildError, ImportError, OSError, TypeError) as err:
             _state["status"] = f"unavailable: {err}"
             warnings.warn(f"tinygpt: CPU kernels unavailable, training uses MLX's own ops (slower): "
                           f"{err}", RuntimeWarning, stacklevel=2)
             return None
         _state["module"], _state["status"] = module, f"ready ({path})"
         return module
+
+
+def _smoke_test(module: ModuleType) -> None:
+    # An MLX built with another nanobind ABI imports the module fine but cannot pass it an mx.array:
+    # find out here, where it means the fallback, and not in the middle of a training step. Building the
+    # (lazy) op is enough to convert the argument, and safe even while a compiled step is being traced.
+    try:
+        module.gelu(mx.zeros((8,)))
+    except TypeError as err:
+        raise TypeError(f"the built kernels do not accept mx.array (nanobind ABI unlike MLX's?): {err}") from err
 
 
 def status() -> str:

@@ -137,10 +137,11 @@ def _run_all(commands: list[list[str]], log: Path, what: str) -> None:
     with open(log, "a") as handle:
         for cmd, out in zip(commands, outputs, strict=True):
             handle.write(" ".join(cmd) + "\n" + out + "\n")
-    for proc, out in zip(procs, outputs, strict=True):
+    for cmd, proc, out in zip(commands, procs, outputs, strict=True):
         if proc.returncode != 0:
-            first_error = next((ln for ln in out.splitlines() if "error" in ln), out.strip()[:200])
-            raise BuildError(f"{what} failed: {first_error.strip()} (full log: {log})")
+            first_error = next((ln for ln in out.splitlines() if "error" in ln), out.strip()[:200]).strip()
+            detail = first_error or f"{Path(cmd[0]).name} exited with status {proc.returncode}"
+            raise BuildError(f"{what} failed: {detail} (full log: {log})")
 
 
 def build(verbose: bool = False) -> Path:
