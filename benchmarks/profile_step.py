@@ -12,8 +12,9 @@ Run by hand (not a test):
     python benchmarks/profile_step.py --json profile.json
 
 Rows: all linear-layer GEMMs (forward, input and weight gradients, the tied head included), attention
-(the fused C++ kernel where it builds, else head split, causal SDPA and its backward, head merge), layer norms, GELU, cross-entropy, the embedding
-gathers and their scatter-add gradients, the optimizer (clip + AdamW with decay mask + the non-finite
+(the fused C++ kernel where it builds, else head split, causal SDPA and its backward, head merge), layer
+norms, GELU (the kernels where they build), cross-entropy, the embedding gathers and their scatter-add
+gradients, the optimizer (clip + AdamW with decay mask + the non-finite
 guard, as TrainStep runs it), and data (window sampling from a token array + host-to-MLX copy). Each is
 a compiled function with forward + backward where there is one, multiplied by its count per step. The
 components and the full TrainStep alternate round by round; medians of wall and process CPU time are

@@ -10,6 +10,7 @@ import pytest
 import tinygpt_mlx  # noqa: F401 - loads the fast BLAS before any test imports mlx.core
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("TINYGPT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -17,7 +18,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     from tinygpt_mlx import kernels
 
     kernels.load()
-SHARED_DATA = Path(os.environ.get("TINYGPT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ def env(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     no_hub: bool = typer.Option(False, "--no-hub", help="Skip the hub reachability check."),
 ) -> None:
-    """Device, backend, BLAS, the CPU kernels (built here if needed), an fp32 GEMM figure, library versions and hub reachability."""
+    """Device, backend, BLAS, CPU kernels (built if needed), an fp32 GEMM figure, versions, hub reachability."""
     from tinygpt_mlx.envinfo import environment_record
 
     record = environment_record(gemm=True, hub=not no_hub, load_kernels=True)

@@ -293,8 +293,7 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
         dump_config(cfg, run_dir / "run_config.yaml")
         from tinygpt_mlx.envinfo import environment_record
 
-        env = environment_record(load_kernels=True)
-        (run_dir / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+        (run_dir / "env.json").write_text(json.dumps(environment_record(), indent=2) + "\n")
 
     metrics = MetricsLog(run_dir) if world.is_main else NullLog()
     reporter = Reporter(total_steps, step, live=live if world.is_main else False, stream=quiet)
