@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from tinygpt_mlx.blas import blas_description
+from tinygpt_mlx.errors import UserError
 
 
 def _version(package: str) -> str:
@@ -70,6 +71,26 @@ def device_description() -> tuple[str, str]:
     if mx.metal.is_available():
         return kind, "metal"
     return kind, "cuda" if getattr(mx, "cuda", None) and mx.cuda.is_available() else "gpu"
+
+
+def gpu_available() -> bool:
+    """True when MLX can compute on a GPU here (Metal, or CUDA with `mlx[cuda]`)."""
+    import mlx.core as mx
+
+    return mx.metal.is_available() or bool(getattr(mx, "cuda", None) and mx.cuda.is_available())
+
+
+def select_device(choice: str) -> None:
+    """Apply runtime.device: `auto` keeps MLX's default (the GPU where there is one), `cpu` or `gpu` force it."""
+    import mlx.core as mx
+
+    if choice == "cpu":
+        mx.set_default_device(mx.cpu)
+    elif choice == "gpu":
+        if not gpu_available():
+            raise UserError("runtime.device is gpu, but MLX sees no GPU here (no Metal, no CUDA); "
+                            "use runtime.device: auto or cpu")
+        mx.set_default_device(mx.gpu)
 
 
 def environment_record(gemm: bool = False, hub: bool = False, load_kernels: bool = False) -> dict:

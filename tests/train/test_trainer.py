@@ -10,7 +10,9 @@ import mlx.core as mx
 import pytest
 import yaml
 
+from tinygpt_mlx import envinfo
 from tinygpt_mlx.config import ConfigError, from_dict, load_config
+from tinygpt_mlx.envinfo import gpu_available, select_device
 from tinygpt_mlx.errors import UserError
 from tinygpt_mlx.train import checkpoint as ck
 from tinygpt_mlx.train.metrics import read_metrics
@@ -133,6 +135,21 @@ def test_existing_run_needs_resume(finished, cache: Path, tinystories_dir: Path)
 def test_unknown_best_by(tmp_path: Path, cache: Path, tinystories_dir: Path) -> None:
     with pytest.raises(ConfigError, match="checkpoint.best_by"):
         train(tiny(tmp_path, cache, tinystories_dir, checkpoint={"best_by": "accuracy"}), live=False)
+
+
+@pytest.mark.skipif(gpu_available(), reason="asks for a GPU where there is none")
+def test_gpu_device_without_a_gpu_is_a_clear_error(tmp_path: Path, cache: Path, tinystories_dir: Path) -> None:
+    with pytest.raises(UserError, match="runtime.device is gpu, but MLX sees no GPU"):
+        train(tiny(tmp_path, cache, tinystories_dir, runtime={"device": "gpu"}), live=False)
+
+
+def test_runtime_device_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    chosen = []
+    monkeypatch.setattr(mx, "set_default_device", chosen.append)
+    monkeypatch.setattr(envinfo, "gpu_available", lambda: True)
+    for choice in ("auto", "cpu", "gpu"):
+        select_device(choice)
+    assert chosen == [mx.cpu, mx.gpu]  # auto keeps MLX's own default
 
 
 def test_init_from_loads_weights_only(finished, tmp_path: Path, cache: Path, tinystories_dir: Path) -> None:

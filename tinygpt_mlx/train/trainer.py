@@ -27,6 +27,7 @@ from tinygpt_mlx.config import Config, ConfigError, check_vocab, dump_config
 from tinygpt_mlx.data.loader import BatchSampler, TokenFile, eval_windows, shard, windows
 from tinygpt_mlx.data.prepare import prepare_data
 from tinygpt_mlx.distributed import NullLog, World
+from tinygpt_mlx.envinfo import select_device
 from tinygpt_mlx.errors import UserError
 from tinygpt_mlx.generate import generate_text
 from tinygpt_mlx.model import TinyGPT
@@ -229,6 +230,7 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
         return train_torch(cfg, resume=resume, init_from=init_from, live=live)
     if cfg.checkpoint.best_by not in BEST_BY:
         raise ConfigError([f"checkpoint.best_by = {cfg.checkpoint.best_by!r} is not one of {', '.join(BEST_BY)}"])
+    select_device(cfg.runtime.device)
     world.check_batch(cfg.data.batch_size)
     run_dir = Path(cfg.checkpoint.save_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
