@@ -26,12 +26,13 @@ import tinygpt_mlx  # noqa: F401 - loads the fast BLAS before mlx.core binds the
 import mlx.core as mx
 # isort: on
 
-from tinygpt_mlx import blas, cpu_attention
+from tinygpt_mlx import cpu_attention
 from tinygpt_mlx.bench import _median_time
 from tinygpt_mlx.config import ModelConfig
+from tinygpt_mlx.cpu import blas
 from tinygpt_mlx.envinfo import measure_gemm_gflops
+from tinygpt_mlx.loss import cross_entropy_loss
 from tinygpt_mlx.model import TinyGPT
-from tinygpt_mlx.train.step import cross_entropy_loss
 
 TORCH_EXP = """
 import time, statistics, torch

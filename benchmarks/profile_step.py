@@ -38,11 +38,12 @@ import numpy as np
 from shapes import product_step, shape_parser
 
 import tinygpt_mlx.model as model_lib
-from tinygpt_mlx import blas, cpu_attention, kernels
+from tinygpt_mlx import cpu_attention, kernels
 from tinygpt_mlx.config import Config
+from tinygpt_mlx.cpu import blas
+from tinygpt_mlx.loss import cross_entropy_loss
 from tinygpt_mlx.train import lanes as lanes_lib
 from tinygpt_mlx.train.optim import build_optimizer
-from tinygpt_mlx.train.step import cross_entropy_loss
 
 
 def components(args: argparse.Namespace, cfg: Config, model: model_lib.TinyGPT) -> dict:

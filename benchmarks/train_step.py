@@ -22,9 +22,10 @@ import mlx.nn as nn
 from shapes import shape_parser
 
 from tinygpt_mlx.config import Config, ModelConfig
+from tinygpt_mlx.loss import cross_entropy_loss
 from tinygpt_mlx.model import TinyGPT
 from tinygpt_mlx.train.optim import build_optimizer
-from tinygpt_mlx.train.step import TrainStep, cross_entropy_loss
+from tinygpt_mlx.train.step import TrainStep
 
 
 def make_config(args: argparse.Namespace, compile_: bool) -> Config:

@@ -27,14 +27,16 @@ def test_defaults_are_valid_and_typed():
     cfg = load_config()
     assert isinstance(cfg, Config)
     assert cfg.model.d_model == 256 and cfg.optim.lr == pytest.approx(3e-4)
-    assert cfg.runtime.compute_dtype == "float32"
+    assert cfg.runtime.compute_dtype(accelerator=False) == "float32"
 
 
 def test_shipped_configs_load(tmp_path):
     for name in ("base_config", "sanity", "demo"):
         cfg = load_config(f"configs/{name}.yaml")
         assert cfg.model.d_model % cfg.model.n_heads == 0
-    assert load_config("configs/sanity.yaml").runtime.compute_dtype == "bfloat16"
+    sanity = load_config("configs/sanity.yaml").runtime
+    assert sanity.compute_dtype(accelerator=True) == "bfloat16"
+    assert sanity.compute_dtype(accelerator=False) == "float32"  # amp: float32 where bf16 is slow
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tinygpt_mlx.blas import blas_description, ensure_fast_blas
+from tinygpt_mlx.cpu.blas import blas_description, ensure_fast_blas
 
 LINUX = sys.platform.startswith("linux")
 
@@ -44,7 +44,7 @@ def test_env_reports_fast_gemm():
 @pytest.mark.skipif(not LINUX, reason="the BLAS loader only acts on Linux")
 def test_missing_blas_warns_once_with_the_fix():
     code = (
-        "import warnings, tinygpt_mlx.blas as b\n"
+        "import warnings, tinygpt_mlx.cpu.blas as b\n"
         "b._CANDIDATES = (); b._state.update(status='not-loaded')\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
@@ -58,5 +58,5 @@ def test_missing_blas_warns_once_with_the_fix():
 
 
 def test_blas_too_late_when_mlx_imported_first():
-    out = run_python("import mlx.core, tinygpt_mlx.blas as b; print(b.ensure_fast_blas())")
+    out = run_python("import mlx.core, tinygpt_mlx.cpu.blas as b; print(b.ensure_fast_blas())")
     assert out.stdout.strip() in ("too-late", "native")

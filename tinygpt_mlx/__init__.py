@@ -1,6 +1,6 @@
 """tinygpt_mlx: a small-language-model lab native to Apple MLX."""
 
-from tinygpt_mlx.blas import ensure_fast_blas
+from tinygpt_mlx.cpu.blas import ensure_fast_blas
 
 # Must run before anything imports mlx.core, so that MLX binds to the fast cblas symbols.
 ensure_fast_blas()

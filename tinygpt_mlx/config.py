@@ -132,7 +132,7 @@ class RuntimeConfig:
     device: str = "auto"
     """`auto`, `cpu` or `gpu`."""
     amp: bool = False
-    """Seed-playbook switch for mixed precision: true means precision bfloat16 unless set otherwise."""
+    """Mixed precision where it is fast: bfloat16 on Metal and CUDA, float32 on a CPU (with a notice)."""
     precision: str = "float32"
     """Compute dtype: `float32`, `bfloat16` or `float16`; master weights and optimizer state stay float32."""
     grad_accum_steps: int = 1
@@ -150,10 +150,10 @@ class RuntimeConfig:
     cpu_threads: int = 0
     """CPU only: split each micro-batch over this many threads (0 = auto, 1 = off); see train/lanes.py."""
 
-    @property
-    def compute_dtype(self) -> str:
+    def compute_dtype(self, accelerator: bool) -> str:
+        """The dtype the step computes in: `precision`, or bfloat16 under `amp` on a GPU."""
         if self.amp and self.precision == "float32":
-            return "bfloat16"
+            return "bfloat16" if accelerator else "float32"
         return self.precision
 
 

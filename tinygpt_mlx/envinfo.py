@@ -10,8 +10,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from tinygpt_mlx.blas import blas_description
-from tinygpt_mlx.errors import UserError
+from tinygpt_mlx.cpu.blas import blas_description
+from tinygpt_mlx.device import device_description
 
 
 def _version(package: str) -> str:
@@ -58,39 +58,6 @@ def git_sha(path: str | Path = ".") -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")
-
-
-def device_description() -> tuple[str, str]:
-    """(device, backend) MLX computes on, e.g. ('gpu', 'metal') or ('cpu', 'cpu')."""
-    import mlx.core as mx
-
-    device = mx.default_device()
-    kind = "gpu" if device.type == mx.DeviceType.gpu else "cpu"
-    if kind == "cpu":
-        return kind, "cpu"
-    if mx.metal.is_available():
-        return kind, "metal"
-    return kind, "cuda" if getattr(mx, "cuda", None) and mx.cuda.is_available() else "gpu"
-
-
-def gpu_available() -> bool:
-    """True when MLX can compute on a GPU here (Metal, or CUDA with `mlx[cuda]`)."""
-    import mlx.core as mx
-
-    return mx.metal.is_available() or bool(getattr(mx, "cuda", None) and mx.cuda.is_available())
-
-
-def select_device(choice: str) -> None:
-    """Apply runtime.device: `auto` keeps MLX's default (the GPU where there is one), `cpu` or `gpu` force it."""
-    import mlx.core as mx
-
-    if choice == "cpu":
-        mx.set_default_device(mx.cpu)
-    elif choice == "gpu":
-        if not gpu_available():
-            raise UserError("runtime.device is gpu, but MLX sees no GPU here (no Metal, no CUDA); "
-                            "use runtime.device: auto or cpu")
-        mx.set_default_device(mx.gpu)
 
 
 def environment_record(gemm: bool = False, hub: bool = False, load_kernels: bool = False) -> dict:

@@ -8,10 +8,10 @@ import mlx.core as mx
 import pytest
 
 from tinygpt_mlx.errors import UserError
+from tinygpt_mlx.loss import cross_entropy_loss
 from tinygpt_mlx.seal.inner import inner_loop, pick
 from tinygpt_mlx.seal.reward import Scorer, continuation_loss, general_windows, reward_of
 from tinygpt_mlx.seal.task import build_task, derive_seed, split_sentences, split_story
-from tinygpt_mlx.train.step import cross_entropy_loss
 
 
 def test_story_splits_into_first_and_second_half_of_sentences():

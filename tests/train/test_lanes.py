@@ -11,8 +11,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from tinygpt_mlx import blas
 from tinygpt_mlx.config import validate
+from tinygpt_mlx.cpu import blas
 from tinygpt_mlx.train import lanes as lanes_lib
 
 from .test_step import batch, build, flat, run, tiny_config

@@ -10,9 +10,10 @@ import pytest
 from mlx.utils import tree_flatten, tree_map
 
 from tinygpt_mlx.config import Config, ModelConfig
+from tinygpt_mlx.loss import cross_entropy_loss
 from tinygpt_mlx.model import TinyGPT
 from tinygpt_mlx.train.optim import build_optimizer
-from tinygpt_mlx.train.step import TrainStep, cross_entropy_loss
+from tinygpt_mlx.train.step import TrainStep
 
 VOCAB, T = 11, 8
 

@@ -10,9 +10,9 @@ import mlx.core as mx
 import pytest
 import yaml
 
-from tinygpt_mlx import envinfo
+from tinygpt_mlx import device as device_lib
 from tinygpt_mlx.config import ConfigError, from_dict, load_config
-from tinygpt_mlx.envinfo import gpu_available, select_device
+from tinygpt_mlx.device import gpu_available, select_device
 from tinygpt_mlx.errors import UserError
 from tinygpt_mlx.train import checkpoint as ck
 from tinygpt_mlx.train.metrics import read_metrics
@@ -146,7 +146,7 @@ def test_gpu_device_without_a_gpu_is_a_clear_error(tmp_path: Path, cache: Path, 
 def test_runtime_device_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     chosen = []
     monkeypatch.setattr(mx, "set_default_device", chosen.append)
-    monkeypatch.setattr(envinfo, "gpu_available", lambda: True)
+    monkeypatch.setattr(device_lib, "gpu_available", lambda: True)
     for choice in ("auto", "cpu", "gpu"):
         select_device(choice)
     assert chosen == [mx.cpu, mx.gpu]  # auto keeps MLX's own default

@@ -8,9 +8,9 @@ import sys
 
 import typer
 
-from tinygpt_mlx.blas import ensure_fast_blas
 from tinygpt_mlx.cli import app
 from tinygpt_mlx.cli.common import build_config
+from tinygpt_mlx.cpu.blas import ensure_fast_blas
 
 EPILOG = (
     "Exit codes: 0 done; 2 user error (bad config, corrupt or incompatible checkpoint, non-finite loss); "

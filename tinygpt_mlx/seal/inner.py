@@ -15,9 +15,9 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 
 from tinygpt_mlx.lora import apply_lora, remove_lora
+from tinygpt_mlx.loss import cross_entropy_loss
 from tinygpt_mlx.seal.reward import Scorer
 from tinygpt_mlx.seal.task import derive_seed
-from tinygpt_mlx.train.step import cross_entropy_loss
 
 if TYPE_CHECKING:
     from tinygpt_mlx.seal.config import SealConfig

@@ -20,9 +20,9 @@ import mlx.optimizers as optim
 from mlx.utils import tree_flatten
 
 from tinygpt_mlx.lora import apply_lora, load_adapters, save_adapters
+from tinygpt_mlx.loss import cross_entropy_loss
 from tinygpt_mlx.model import TinyGPT
 from tinygpt_mlx.seal.task import derive_seed
-from tinygpt_mlx.train.step import cross_entropy_loss
 
 if TYPE_CHECKING:
     from tinygpt_mlx.seal.config import SealConfig

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import mlx.core as mx
 import mlx.nn as nn
 
-from tinygpt_mlx.train.step import cross_entropy_loss
+from tinygpt_mlx.loss import cross_entropy_loss
 
 
 def continuation_loss(model: nn.Module, prompt: Sequence[int], target: Sequence[int]) -> float:

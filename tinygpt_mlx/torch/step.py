@@ -34,7 +34,7 @@ class TorchTrainStep:
         self.model, self.optimizer, self.schedule, self.device = model, optimizer, schedule, device
         self.accum = cfg.runtime.grad_accum_steps
         self.grad_clip = cfg.optim.grad_clip
-        precision = cfg.runtime.compute_dtype
+        precision = cfg.runtime.compute_dtype(device.type == "cuda")
         if precision == "float16" and device.type != "cuda":
             raise UserError("runtime.precision float16 with --backend torch needs CUDA; use bfloat16 or float32")
         self.amp_dtype = AMP_DTYPES.get(precision)

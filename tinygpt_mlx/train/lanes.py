@@ -23,7 +23,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from tinygpt_mlx import blas
+from tinygpt_mlx.cpu import blas
 from tinygpt_mlx.train.malloc_arenas import share_malloc_arena
 
 TRACE_LOCK = threading.Lock()

@@ -24,6 +24,8 @@ from mlx.utils import tree_map, tree_reduce
 from tinygpt_mlx import cpu_attention
 from tinygpt_mlx import model as model_lib
 from tinygpt_mlx.config import Config
+from tinygpt_mlx.device import on_accelerator
+from tinygpt_mlx.loss import cross_entropy_loss
 from tinygpt_mlx.train import lanes as lanes_lib
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
@@ -33,12 +35,6 @@ DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 INIT_LOSS_SCALE = 2.0**15
 MIN_LOSS_SCALE = 1.0
 GROWTH_INTERVAL = 2000
-
-
-def cross_entropy_loss(logits: mx.array, targets: mx.array, reduction: str = "mean") -> mx.array:
-    """Next-token cross-entropy in float32: `mean`, `sum` or `none` (per token, shaped like targets)."""
-    # Upcast first: on the CPU the logsumexp accumulates in the logits' dtype.
-    return nn.losses.cross_entropy(logits.astype(mx.float32), targets, reduction=reduction)
 
 
 def global_norm(tree: Any) -> mx.array:
@@ -75,7 +71,7 @@ class TrainStep:
         self.optimizer = optimizer
         self.accum = cfg.runtime.grad_accum_steps
         self.grad_clip = cfg.optim.grad_clip
-        self.dtype = DTYPES[cfg.runtime.compute_dtype]
+        self.dtype = DTYPES[cfg.runtime.compute_dtype(on_accelerator())]
         self.scaled = self.dtype == mx.float16
         self.growth_interval = growth_interval
         # Saved in checkpoints with the optimizer so a float16 run resumes with the same scale.

@@ -26,10 +26,11 @@ from tinygpt_mlx import kernels
 from tinygpt_mlx.config import Config, ConfigError, check_vocab, dump_config
 from tinygpt_mlx.data.loader import BatchSampler, TokenFile, eval_windows, shard, windows
 from tinygpt_mlx.data.prepare import prepare_data
+from tinygpt_mlx.device import on_accelerator, precision_notice, select_device
 from tinygpt_mlx.distributed import NullLog, World
-from tinygpt_mlx.envinfo import select_device
 from tinygpt_mlx.errors import UserError
 from tinygpt_mlx.generate import generate_text
+from tinygpt_mlx.loss import cross_entropy_loss
 from tinygpt_mlx.model import TinyGPT
 from tinygpt_mlx.train import checkpoint as ckpt_io
 from tinygpt_mlx.train.metrics import (
@@ -42,7 +43,7 @@ from tinygpt_mlx.train.metrics import (
 )
 from tinygpt_mlx.train.optim import build_optimizer
 from tinygpt_mlx.train.signals import StopRequest
-from tinygpt_mlx.train.step import cross_entropy_loss, make_train_step
+from tinygpt_mlx.train.step import make_train_step
 
 # Architecture fields that shape the weights: changing one of them on resume cannot work.
 BEST_BY = ("val_loss", "val_ppl", "val_bpb")  # eval metrics, all lower-is-better
@@ -237,6 +238,9 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
     quiet = None if world.is_main else open(os.devnull, "w")  # only rank 0 prints
     say = Reporter(0, live=False, stream=quiet).message  # plain messages until the bar exists
     start = _find_start(run_dir, resume, say)
+    notice = precision_notice(cfg.runtime, on_accelerator())
+    if notice:
+        say(notice)
     if mx.default_device().type == mx.DeviceType.cpu:
         # A machine's first run compiles the CPU kernels (~15 s): now, before any rank waits on another.
         kernels.load()

@@ -1,0 +1,1 @@
+"""Everything only MLX's CPU backend needs: a fast BLAS, lanes, fused C++ kernels, the malloc arena."""
