@@ -28,10 +28,8 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	@touch $@ $(VENV)/.installed
 
 setup: $(VENV)/.installed
-	@scripts/install_blas.sh
 
 setup-dev: $(VENV)/.installed-dev
-	@scripts/install_blas.sh
 
 demo: setup
 	$(BIN)/tinygpt env --no-hub

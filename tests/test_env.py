@@ -1,4 +1,4 @@
-"""The fast-BLAS loader and `tinygpt env`."""
+"""`tinygpt env`: what the machine offers MLX, as a table or JSON; and the CPU description figures carry."""
 
 from __future__ import annotations
 
@@ -8,55 +8,29 @@ import sys
 
 import pytest
 
-from tinygpt_mlx.cpu.blas import blas_description, ensure_fast_blas
+from tinygpt_mlx.envinfo import cpu_model
 
 LINUX = sys.platform.startswith("linux")
 
 
-def run_python(code: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    import os
-
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-
-
-@pytest.mark.skipif(not LINUX, reason="the BLAS loader only acts on Linux")
-def test_fast_blas_loaded_in_this_process():
-    assert ensure_fast_blas() == "loaded", "install OpenBLAS (scripts/install_blas.sh)"
-    assert "OpenBLAS" in blas_description()
-
-
-@pytest.mark.skipif(not LINUX, reason="the BLAS loader only acts on Linux")
-def test_env_reports_fast_gemm():
+def test_env_json_names_device_blas_and_cpu():
     out = subprocess.run([sys.executable, "-m", "tinygpt_mlx.cli.__main__", "env", "--json", "--no-hub"],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     record = json.loads(out.stdout)
-    assert record["blas"].startswith("OpenBLAS")
-    assert record["backend"] == "cpu"
-    assert record["cpu_kernels"].startswith("ready ("), record["cpu_kernels"]  # `env` builds them if needed
-    for key in ("python", "mlx", "mlx_lm", "numpy", "device", "gemm_fp32_gflops"):
+    for key in ("python", "mlx", "mlx_lm", "numpy", "device", "backend", "cpu", "gemm_fp32_gflops"):
         assert key in record
-    # The reference BLAS manages ~5 GFLOP/s here; OpenBLAS ~180. 50 separates them even on a busy machine.
-    assert record["gemm_fp32_gflops"] > 50
+    assert record["gemm_fp32_gflops"] > 0
+    if LINUX and record["backend"] == "cpu":
+        assert record["blas"].startswith(("OpenBLAS", "Intel")), record["blas"]
+        assert record["blas_library"] and record["blas_threads"] >= 1
+        assert "blas_note" not in record, record["blas_note"]  # no generic kernel, no missing library
+        assert record["cpu_kernels"].startswith(("ready (", "off", "unavailable")), record["cpu_kernels"]
 
 
-@pytest.mark.skipif(not LINUX, reason="the BLAS loader only acts on Linux")
-def test_missing_blas_warns_once_with_the_fix():
-    code = (
-        "import warnings, tinygpt_mlx.cpu.blas as b\n"
-        "b._CANDIDATES = (); b._state.update(status='not-loaded')\n"
-        "with warnings.catch_warnings(record=True) as w:\n"
-        "    warnings.simplefilter('always')\n"
-        "    print(b.ensure_fast_blas()); b.ensure_fast_blas()\n"
-        "print(len(w)); print(w[0].message)\n"
-    )
-    out = run_python(code, {"TINYGPT_BLAS": "/nonexistent/libopenblas.so"})
-    lines = out.stdout.splitlines()
-    assert lines[0] == "missing" and lines[1] == "1"
-    assert "libopenblas0-pthread" in lines[2] and "TINYGPT_BLAS" in lines[2]
-
-
-def test_blas_too_late_when_mlx_imported_first():
-    out = run_python("import mlx.core, tinygpt_mlx.cpu.blas as b; print(b.ensure_fast_blas())")
-    assert out.stdout.strip() in ("too-late", "native")
+@pytest.mark.skipif(not LINUX, reason="reads /proc/cpuinfo")
+def test_cpu_model_names_vendor_family_and_simd():
+    text = cpu_model()
+    assert "cores" in text
+    if "GenuineIntel" in text or "AuthenticAMD" in text:
+        assert "family" in text and "model" in text
