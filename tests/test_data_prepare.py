@@ -1,4 +1,5 @@
-"""prepare_data on the shared excerpt: token counts computed independently, meta.json, reuse, fingerprints."""
+"""prepare_data: token counts computed independently, meta.json, reuse, fingerprints (tiny corpus; DATA.md numbers on
+the shared excerpt)."""
 
 from __future__ import annotations
 
@@ -28,17 +29,17 @@ def _stories(path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def char_prepared(tinystories_dir, tmp_path_factory):
+def char_prepared(tiny_corpus, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
-    cfg = Config(data=DataConfig(data_dir=str(tinystories_dir), tokenizer="char", cache_dir=str(cache)))
+    cfg = Config(data=DataConfig(data_dir=str(tiny_corpus), tokenizer="char", cache_dir=str(cache)))
     return cfg, prepare_data(cfg)
 
 
-def test_char_prepare_counts_match_the_text(char_prepared, tinystories_dir):
+def test_char_prepare_counts_match_the_text(char_prepared, tiny_corpus):
     cfg, prep = char_prepared
-    train = _stories(tinystories_dir / "tinystories_train.txt")
-    val = _stories(tinystories_dir / "tinystories_valid.txt")
-    assert (len(train), len(val)) == (4042, 800)
+    train = _stories(tiny_corpus / "tinystories_train.txt")
+    val = _stories(tiny_corpus / "tinystories_valid.txt")
+    assert (len(train), len(val)) == (24, 13)
     meta = json.loads((prep.directory / "meta.json").read_text())
     assert meta == prep.meta
     assert meta["dtype"] == "uint16" and prep.dtype == np.uint16
@@ -48,30 +49,37 @@ def test_char_prepare_counts_match_the_text(char_prepared, tinystories_dir):
         assert info["tokens"] == sum(map(len, stories)) + len(stories)
         assert info["stories"] == len(stories)
         assert info["bytes"] == sum(len(s.encode("utf-8")) for s in stories)
-    assert meta["splits"]["train"]["tokens"] == 3455485  # the numbers in DATA.md
     tok = prep.tokenizer
     assert meta["tokenizer"] == {"kind": "char", "fingerprint": tok.fingerprint, "vocab_size": tok.vocab_size,
                                  "eos_id": 0, "path": "tokenizer"}
     assert tok.vocab_size == 2 + len(set("".join(train)))  # learned from train only
-    assert meta["source"]["description"] == f"local:{tinystories_dir.resolve()}"
+    assert meta["source"]["description"] == f"local:{tiny_corpus.resolve()}"
     assert "file names" in meta["split_rule"]
-    assert prep.directory.name.startswith("tinystories-char-all-")
+    assert prep.directory.name.startswith("tiny-char-all-")
 
 
-def test_token_files_decode_back_to_the_stories(char_prepared, tinystories_dir):
+def test_token_files_decode_back_to_the_stories(char_prepared, tiny_corpus):
     _, prep = char_prepared
-    train = _stories(tinystories_dir / "tinystories_train.txt")
+    train = _stories(tiny_corpus / "tinystories_train.txt")
     tf = TokenFile(prep.train_path, prep.dtype)
     assert len(tf) == prep.meta["splits"]["train"]["tokens"]
     n = len(train[0]) + 1 + len(train[1]) + 1
     assert prep.tokenizer.decode(tf.tokens[:n].tolist()) == f"{train[0]}<|endoftext|>{train[1]}<|endoftext|>"
     assert int(tf.tokens[-1]) == prep.tokenizer.eos_id
-    assert int((tf.tokens == prep.tokenizer.eos_id).sum()) == 4042
+    assert int((tf.tokens == prep.tokenizer.eos_id).sum()) == 24
     # validation characters never seen in train become <unk> (id 1), not errors
-    val = _stories(tinystories_dir / "tinystories_valid.txt")
+    val = _stories(tiny_corpus / "tinystories_valid.txt")
     seen = set("".join(train))
     unseen = sum(ch not in seen for s in val for ch in s)
-    assert int((TokenFile(prep.val_path, prep.dtype).tokens == 1).sum()) == unseen
+    assert unseen > 0 and int((TokenFile(prep.val_path, prep.dtype).tokens == 1).sum()) == unseen
+
+
+def test_shared_excerpt_token_counts_match_data_md(tinystories_dir, tmp_path):
+    cfg = Config(data=DataConfig(data_dir=str(tinystories_dir), tokenizer="char", cache_dir=str(tmp_path)))
+    prep = prepare_data(cfg)
+    assert prep.meta["splits"]["train"]["tokens"] == 3455485
+    assert (prep.meta["splits"]["train"]["stories"], prep.meta["splits"]["val"]["stories"]) == (4042, 800)
+    assert prep.directory.name.startswith("tinystories-char-all-")
 
 
 def test_second_call_reuses_and_incomplete_folder_rebuilds(char_prepared):
@@ -97,22 +105,34 @@ def test_fingerprint_mismatch_is_refused(char_prepared, tmp_path):
         check_fingerprint(prep.meta, other)
 
 
-def test_bpe_and_gpt2_prepare_small(tinystories_dir, gpt2_bpe_dir, tmp_path):
-    base = dict(data_dir=str(tinystories_dir), cache_dir=str(tmp_path), max_stories=40)
-    bpe = prepare_data(Config(data=DataConfig(tokenizer="bpe", bpe_vocab_size=400, **base)))
-    gpt2 = prepare_data(Config(data=DataConfig(tokenizer="gpt2", tokenizer_dir=str(gpt2_bpe_dir), **base)))
-    train = _stories(tinystories_dir / "tinystories_train.txt")[:40]
-    assert bpe.directory.name.startswith("tinystories-bpe400-n40-")
-    assert bpe.meta["tokenizer"]["vocab_size"] == 400 and bpe.meta["dtype"] == "uint16"
+def _check_small_prepare(prep, train: list[str]) -> None:
+    """Token counts re-derived story by story, and the first story decodes back."""
+    expected = sum(len(prep.tokenizer.encode(s)) + 1 for s in train)
+    assert prep.meta["splits"]["train"]["tokens"] == expected
+    assert prep.meta["splits"]["train"]["stories"] == len(train)
+    tokens = TokenFile(prep.train_path, prep.dtype).tokens
+    first = int(np.argmax(tokens == prep.tokenizer.eos_id))
+    assert prep.tokenizer.decode(tokens[:first].tolist()) == train[0]
+
+
+def test_bpe_prepare_small(tiny_corpus, tmp_path):
+    cfg = Config(data=DataConfig(tokenizer="bpe", bpe_vocab_size=300, data_dir=str(tiny_corpus),
+                                 cache_dir=str(tmp_path), max_stories=10))
+    bpe = prepare_data(cfg)
+    assert bpe.directory.name.startswith("tiny-bpe300-n10-")
+    assert bpe.meta["tokenizer"]["vocab_size"] == 300 and bpe.meta["dtype"] == "uint16"
+    assert bpe.meta["splits"]["val"]["stories"] == 10
+    train = _stories(tiny_corpus / "tinystories_train.txt")[:10]
+    _check_small_prepare(bpe, train)
+    assert bpe.meta["splits"]["train"]["tokens"] < sum(len(s) + 1 for s in train)  # merges shorten the text
+
+
+def test_gpt2_prepare_small(tinystories_dir, gpt2_bpe_dir, tmp_path):
+    cfg = Config(data=DataConfig(tokenizer="gpt2", tokenizer_dir=str(gpt2_bpe_dir), data_dir=str(tinystories_dir),
+                                 cache_dir=str(tmp_path), max_stories=40))
+    gpt2 = prepare_data(cfg)
     assert gpt2.meta["tokenizer"]["eos_id"] == 50256 and gpt2.meta["dtype"] == "uint16"
-    for prep in (bpe, gpt2):
-        expected = sum(len(prep.tokenizer.encode(s)) + 1 for s in train)
-        assert prep.meta["splits"]["train"]["tokens"] == expected
-        assert prep.meta["splits"]["train"]["stories"] == 40 == prep.meta["splits"]["val"]["stories"]
-        tokens = TokenFile(prep.train_path, prep.dtype).tokens
-        first = int(np.argmax(tokens == prep.tokenizer.eos_id))
-        assert prep.tokenizer.decode(tokens[:first].tolist()) == train[0]
-    assert gpt2.meta["splits"]["train"]["tokens"] < bpe.meta["splits"]["train"]["tokens"]  # 50k vocab vs 400
+    _check_small_prepare(gpt2, _stories(tinystories_dir / "tinystories_train.txt")[:40])
 
 
 def test_token_dtype():

@@ -19,17 +19,25 @@ def _txt(path: Path, stories: list[str]) -> Path:
     return path
 
 
-def test_shared_folder_uses_named_split_files(tinystories_dir):
-    cfg = DataConfig(data_dir=str(tinystories_dir))
+def test_folder_uses_named_split_files(tiny_corpus):
+    cfg = DataConfig(data_dir=str(tiny_corpus))
     source = resolve_source(cfg)
     assert [p.name for p in source.train] == ["tinystories_train.txt"]
     assert [p.name for p in source.validation] == ["tinystories_valid.txt"]
     train, val = load_split(cfg, "train"), load_split(cfg, "validation")
+    assert (len(train), len(val)) == (24, 13)
+    assert train[0].startswith("Once upon a time, Ollie had a pony")
+    assert val[-1].startswith("Once upon a time, a fox named Jörg")
+    assert all(s == s.strip() and "<|endoftext|>" not in s for s in train + val)
+    assert len(load_split(DataConfig(data_dir=str(tiny_corpus), max_stories=7), "validation")) == 7
+
+
+def test_shared_excerpt_has_the_documented_stories(tinystories_dir):
+    cfg = DataConfig(data_dir=str(tinystories_dir))
+    train, val = load_split(cfg, "train"), load_split(cfg, "validation")
     assert (len(train), len(val)) == (4042, 800)  # counts from SOURCES.md
     assert train[0].startswith("One day, a little girl named Lily found a needle")
     assert val[0].startswith("Spot. Spot saw the shiny car")
-    assert all(s == s.strip() and "<|endoftext|>" not in s for s in train[:50])
-    assert len(load_split(DataConfig(data_dir=str(tinystories_dir), max_stories=7), "validation")) == 7
 
 
 def test_env_var_points_tinystories_at_local_files(tmp_path, monkeypatch):

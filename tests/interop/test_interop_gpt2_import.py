@@ -112,11 +112,11 @@ def test_cli_import_then_sample_greedy(hf_gpt2, tmp_path, cli) -> None:
     assert sample.stdout == PROMPT + tok.decode(out[0, len(ids):].tolist()) + "\n"
 
 
-def test_fine_tune_and_eval_an_imported_gpt2_on_tinystories(hf_gpt2, tmp_path, cli, tinystories_dir) -> None:
+def test_fine_tune_and_eval_an_imported_gpt2(hf_gpt2, tmp_path, cli, tiny_corpus) -> None:
     hf_dir, _ = hf_gpt2
     assert cli("import", "gpt2", "--hf-dir", str(hf_dir), "--output", str(tmp_path / "gpt2")).returncode == 0
     imported_cfg = tmp_path / "gpt2" / "step-0000000" / "config.yaml"
-    data = ["-o", "data.dataset=local", "-o", f"data.data_dir={tinystories_dir}", "-o", "data.max_stories=40",
+    data = ["-o", "data.dataset=local", "-o", f"data.data_dir={tiny_corpus}", "-o", "data.max_stories=40",
             "-o", f"data.cache_dir={tmp_path / 'cache'}", "-o", "data.num_workers=1"]
     train = cli("train", "--init-from", str(tmp_path / "gpt2"), "--config", str(imported_cfg),
                 "--save_dir", str(tmp_path / "ft"), "--max-steps", "2", *data,
@@ -146,7 +146,7 @@ def test_fine_tune_and_eval_an_imported_gpt2_on_tinystories(hf_gpt2, tmp_path, c
     assert "Traceback" not in resumed.stderr
 
 
-def test_seal_adapts_an_imported_gpt2(hf_gpt2, tmp_path, cli, tinystories_dir) -> None:
+def test_seal_adapts_an_imported_gpt2(hf_gpt2, tmp_path, cli, tiny_corpus) -> None:
     import yaml
 
     hf_dir, _ = hf_gpt2
@@ -156,7 +156,7 @@ def test_seal_adapts_an_imported_gpt2(hf_gpt2, tmp_path, cli, tinystories_dir) -
             "max_context_tokens": 16, "max_target_tokens": 16, "seed": 1}
     (tmp_path / "seal.yaml").write_text(yaml.safe_dump({"seal": seal}))
     done = cli("seal", "adapt", "-c", str(tmp_path / "seal.yaml"), "--init-from", str(tmp_path / "gpt2"),
-               "--run_dir", str(tmp_path / "seal"), "--data-dir", str(tinystories_dir))
+               "--run_dir", str(tmp_path / "seal"), "--data-dir", str(tiny_corpus))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "seal" / "adapt.jsonl").stat().st_size > 0
 

@@ -9,18 +9,10 @@ import pytest
 import yaml
 
 import tinygpt_mlx.scaling.runner as runner_module
+from tinygpt_mlx.config import dump_config
 from tinygpt_mlx.scaling.runner import SweepExecution, in_process_runner
 from tinygpt_mlx.scaling.runs import DONE_FILE, FAILED_FILE, collect, is_complete, read_summary
 from tinygpt_mlx.scaling.sweep import expand, load_sweep
-
-TINY = {
-    "model": {"d_model": 16, "n_layers": 1, "n_heads": 2, "max_seq_len": 32},
-    "data": {"batch_size": 4, "block_size": 32, "max_stories": 50},
-    "schedule": {"max_steps": 5, "warmup_steps": 1},
-    "eval": {"eval_every": 5, "eval_subset": 256, "sample_n": 0},
-    "checkpoint": {"save_every": 5},
-    "runtime": {"log_interval": 1},
-}
 
 
 class Crash(Exception):
@@ -28,10 +20,10 @@ class Crash(Exception):
 
 
 @pytest.fixture
-def sweep_file(tmp_path: Path, tinystories_dir: Path) -> Path:
-    base = {**TINY, "data": {**TINY["data"], "data_dir": str(tinystories_dir),
-                             "cache_dir": str(tmp_path / "cache")}}
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+def sweep_file(tmp_path: Path, make_config) -> Path:
+    base = make_config(tmp_path, model={"d_model": 16, "n_layers": 1}, schedule={"max_steps": 5},
+                       eval={"eval_every": 5}, checkpoint={"save_every": 5})
+    dump_config(base, tmp_path / "base.yaml")
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump({"base_config": "base.yaml", "grid": {"model.d_model": [16, 24]}}))
     return path

@@ -1,4 +1,4 @@
-"""Fixtures for SEAL tests: a few real validation stories, a char tokenizer and a tiny random TinyGPT."""
+"""Fixtures for SEAL tests: the tiny corpus's validation stories, a char tokenizer and a tiny random TinyGPT."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from tinygpt_mlx.tokenizers import Tokenizer, build_tokenizer
 
 
 @pytest.fixture(scope="session")
-def stories(tinystories_dir: Path) -> list[str]:
-    """The first 40 validation stories (enough for a few contexts plus the forgetting set)."""
-    return read_stories(tinystories_dir / "tinystories_valid.txt")[:40]
+def stories(tiny_corpus: Path) -> list[str]:
+    """The 13 validation stories of the tiny corpus (enough for a few contexts plus the forgetting set)."""
+    return read_stories(tiny_corpus / "tinystories_valid.txt")
 
 
 @pytest.fixture(scope="session")

@@ -40,9 +40,9 @@ def run(capsys, monkeypatch):
     return call
 
 
-def test_adapt_then_analyze_from_a_checkpoint(model, tokenizer, tinystories_dir, tmp_path, run):
+def test_adapt_then_analyze_from_a_checkpoint(model, tokenizer, tiny_corpus, tmp_path, run):
     cfg = Config(model=ModelConfig(d_model=32, n_layers=1, n_heads=2, max_seq_len=256),
-                 data=DataConfig(dataset="local", data_dir=str(tinystories_dir), tokenizer="char"))
+                 data=DataConfig(dataset="local", data_dir=str(tiny_corpus), tokenizer="char"))
     optimizer = optim.Adam(learning_rate=1e-3)
     optimizer.init(model.trainable_parameters())
     save_checkpoint(tmp_path / "ckpt", 10, model, optimizer, cfg, tokenizer, {"step": 10})
@@ -62,8 +62,8 @@ def test_adapt_then_analyze_from_a_checkpoint(model, tokenizer, tinystories_dir,
     assert done.returncode == 0, done.stderr
     records = read_records(tmp_path / "run" / "adapt.jsonl")
     assert [r["round"] for r in records if r["type"] == "round"] == [0, 1]
-    # The contexts came from the checkpoint's data: real validation stories.
-    valid = (tinystories_dir / "tinystories_valid.txt").read_text()
+    # The contexts came from the checkpoint's data: its validation stories.
+    valid = (tiny_corpus / "tinystories_valid.txt").read_text()
     context = next(r for r in records if r.get("method") == "context")["edit"]
     assert context[:20] in valid
 
