@@ -9,6 +9,9 @@ import pytest
 from tinygpt_mlx.config import (
     Config,
     ConfigError,
+    OptimConfig,
+    build_section,
+    check_choice,
     check_vocab,
     dump_config,
     from_dict,
@@ -101,6 +104,23 @@ def test_unknown_section_did_you_mean():
         from_dict({"optimizer": {"lr": 1.0}})
     with pytest.raises(ConfigError, match=r"did you mean 'schedule'"):
         from_dict({"schedul": {}})
+
+
+def test_build_section_coerces_and_lists_every_problem():
+    section, problems = build_section(OptimConfig, {"lr": "1e-3", "betas": ["0.8", 0.9], "momentm": 0.5,
+                                                    "grad_clip": "big"}, "opt")
+    assert section.lr == 1e-3 and section.betas == [0.8, 0.9]
+    assert section.grad_clip == OptimConfig().grad_clip  # a bad value keeps the default
+    assert problems == ["unknown key 'opt.momentm' (did you mean 'momentum'?)",
+                        "opt.grad_clip must be a number, got 'big'"]
+    assert build_section(OptimConfig, None, "opt") == (OptimConfig(), [])
+    assert build_section(OptimConfig, [1], "opt") == (OptimConfig(), ["section 'opt' must be a mapping, got [1]"])
+
+
+def test_check_choice():
+    assert check_choice("a.b", "sgd", ("adam", "sgd")) == []
+    assert check_choice("a.b", "adamm", ("adam", "sgd")) == ["a.b = 'adamm' is not one of adam, sgd "
+                                                             "(did you mean 'adam'?)"]
 
 
 def test_vocab_smaller_than_tokenizer_refused():

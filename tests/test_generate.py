@@ -1,4 +1,4 @@
-"""Sampling: top-k / top-p sets, seeded reproducibility, KV-cache greedy = full recompute, EOS, stats."""
+"""Sampling: top-k / top-p sets, seeded reproducibility, KV-cache greedy = full recompute, EOS, stats, streamed text."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import mlx.core as mx
 import pytest
 
 from tinygpt_mlx.config import ModelConfig
-from tinygpt_mlx.generate import filter_logits, generate_text, generate_tokens
+from tinygpt_mlx.generate import Generator, encode_prompt, filter_logits, generate_text, stream_text
 from tinygpt_mlx.model import TinyGPT
+from tinygpt_mlx.tokenizers.char import train_char
 
 V = 50
 
@@ -82,11 +83,11 @@ def test_filter_rejects_bad_arguments():
 def test_seeded_sampling_reproducible():
     model = build(sharp=False)  # near-uniform over 50 tokens: two seeds agreeing on 20 draws is ~impossible
     prompt = [1, 2, 3]
-    a = list(generate_tokens(model, prompt, 20, temperature=1.0, seed=7))
+    a = list(Generator(model, prompt, 20, temperature=1.0, seed=7))
     mx.random.seed(999)  # the global RNG state must not matter
     mx.random.uniform(shape=(10,))
-    b = list(generate_tokens(model, prompt, 20, temperature=1.0, seed=7))
-    c = list(generate_tokens(model, prompt, 20, temperature=1.0, seed=8))
+    b = list(Generator(model, prompt, 20, temperature=1.0, seed=7))
+    c = list(Generator(model, prompt, 20, temperature=1.0, seed=8))
     assert a == b
     assert len(a) == 20
     assert a != c
@@ -94,8 +95,8 @@ def test_seeded_sampling_reproducible():
 
 def test_sampling_respects_top_k_1():
     model = build()
-    greedy = list(generate_tokens(model, [4, 5], 10, temperature=0))
-    assert list(generate_tokens(model, [4, 5], 10, temperature=1.5, top_k=1, seed=3)) == greedy
+    greedy = list(Generator(model, [4, 5], 10, temperature=0))
+    assert list(Generator(model, [4, 5], 10, temperature=1.5, top_k=1, seed=3)) == greedy
 
 
 def greedy_by_recompute(model: TinyGPT, prompt: list[int], n: int) -> list[int]:
@@ -109,7 +110,7 @@ def greedy_by_recompute(model: TinyGPT, prompt: list[int], n: int) -> list[int]:
 def test_kv_cache_greedy_equals_full_recompute():
     model = build()
     prompt = [3, 1, 4, 1, 5]
-    out = list(generate_tokens(model, prompt, 20, temperature=0))
+    out = list(Generator(model, prompt, 20, temperature=0))
     assert out == greedy_by_recompute(model, prompt, 20)
     assert len(set(out)) > 1  # not a degenerate constant stream
 
@@ -118,22 +119,22 @@ def test_kv_cache_greedy_equals_full_recompute():
 def test_generation_past_max_seq_len_slides_window(prompt_len):
     model = build(max_seq_len=12)
     prompt = list(range(7, 7 + prompt_len))
-    out = list(generate_tokens(model, prompt, 15, temperature=0))
+    out = list(Generator(model, prompt, 15, temperature=0))
     assert out == greedy_by_recompute(model, prompt, 15)
 
 
 def test_eos_stops_and_is_not_yielded():
     model = build()
-    free = list(generate_tokens(model, [1, 2], 20, temperature=0))
+    free = list(Generator(model, [1, 2], 20, temperature=0))
     eos = free[5]
     first = free.index(eos)
-    stopped = list(generate_tokens(model, [1, 2], 20, temperature=0, eos_id=eos))
+    stopped = list(Generator(model, [1, 2], 20, temperature=0, eos_id=eos))
     assert stopped == free[:first]
 
 
 def test_stats_and_train_mode_restored():
     model = build(train=True)
-    gen = generate_tokens(model, [1, 2, 3, 4], 6, temperature=0)
+    gen = Generator(model, [1, 2, 3, 4], 6, temperature=0)
     out = list(gen)
     s = gen.stats
     assert (s.prompt_tokens, s.generated_tokens, s.decode_steps) == (4, 6, 5)
@@ -141,14 +142,14 @@ def test_stats_and_train_mode_restored():
     assert s.prefill_tokens_per_s > 0 and s.decode_tokens_per_s > 0
     assert model.training  # generation ran in eval mode and put the mode back
     model.eval()
-    assert out == list(generate_tokens(model, [1, 2, 3, 4], 6, temperature=0))
+    assert out == list(Generator(model, [1, 2, 3, 4], 6, temperature=0))
 
 
 def test_zero_new_tokens_and_empty_prompt():
     model = build()
-    assert list(generate_tokens(model, [1], 0)) == []
+    assert list(Generator(model, [1], 0)) == []
     with pytest.raises(ValueError):
-        generate_tokens(model, [], 5)
+        Generator(model, [], 5)
 
 
 class ToyTokenizer:
@@ -166,7 +167,39 @@ class ToyTokenizer:
 def test_generate_text_returns_decoded_continuation():
     model = build()
     tok = ToyTokenizer()
-    ids = [i for i in generate_tokens(model, tok.encode("bcd"), 8, temperature=0, eos_id=0)]
+    ids = [i for i in Generator(model, tok.encode("bcd"), 8, temperature=0, eos_id=0)]
     assert generate_text(model, tok, "bcd", max_new_tokens=8, temperature=0) == tok.decode(ids)
     # an empty prompt starts from EOS instead of failing
     assert isinstance(generate_text(model, tok, "", max_new_tokens=3, temperature=0), str)
+
+
+class ByteTokenizer:
+    """One token per UTF-8 byte, like byte-level BPE at its finest: characters can span tokens."""
+
+    eos_id = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+
+
+def test_stream_text_waits_for_whole_characters() -> None:
+    tok = ByteTokenizer()
+    pieces = list(stream_text(tok, tok.encode("café ☕!")))
+    assert "".join(pieces) == "café ☕!"
+    assert "é" in pieces and "☕" in pieces  # never a half character on screen
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def test_stream_text_char_tokenizer_one_piece_per_token() -> None:
+    tok = train_char(["hello world"])
+    assert list(stream_text(tok, tok.encode("hello"))) == ["h", "e", "l", "l", "o"]
+    assert list(stream_text(tok, [])) == []
+
+
+def test_empty_prompt_starts_from_eos() -> None:
+    tok = train_char(["abc"])
+    assert encode_prompt(tok, "") == [tok.eos_id]
+    assert encode_prompt(tok, "ab") == tok.encode("ab")

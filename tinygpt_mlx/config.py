@@ -12,9 +12,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -224,6 +226,13 @@ def _did_you_mean(word: str, options: typing.Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def check_choice(dotted: str, value: Any, allowed: typing.Sequence[str]) -> list[str]:
+    """[] when value is one of allowed, else the one problem, with a spelling hint."""
+    if value in allowed:
+        return []
+    return [f"{dotted} = {value!r} is not one of {', '.join(allowed)}{_did_you_mean(str(value), allowed)}"]
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
@@ -282,19 +291,28 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     return value
 
 
-def _build_section(name: str, values: dict[str, Any], problems: list[str]) -> Any:
-    cls = _SECTION_TYPES[name]
+def build_section(cls: type[T], raw: Any, prefix: str) -> tuple[T, list[str]]:
+    """A `cls` section from its raw mapping, values coerced to the field types, with every problem found.
+
+    Unknown keys get a spelling hint; a wrongly typed value keeps its default so later checks still run.
+    Cross-field checks are the caller's (`validate`, `seal.config.validate_seal`).
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        return cls(), [f"section '{prefix}' must be a mapping, got {raw!r}"]
     hints = typing.get_type_hints(cls)
+    problems: list[str] = []
     kwargs = {}
-    for key, value in values.items():
+    for key, value in raw.items():
         if key not in hints:
-            problems.append(f"unknown key '{name}.{key}'{_did_you_mean(key, hints)}")
+            problems.append(f"unknown key '{prefix}.{key}'{_did_you_mean(str(key), hints)}")
             continue
         before = len(problems)
-        coerced = _coerce(value, hints[key], f"{name}.{key}", problems)
-        if len(problems) == before:  # a bad value keeps the default so the other checks still run
+        coerced = _coerce(value, hints[key], f"{prefix}.{key}", problems)
+        if len(problems) == before:
             kwargs[key] = coerced
-    return cls(**kwargs)
+    return cls(**kwargs), problems
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
@@ -307,12 +325,8 @@ def from_dict(raw: dict[str, Any]) -> Config:
         if name not in _SECTION_TYPES:
             problems.append(f"unknown section '{name}'{_did_you_mean(name, _SECTION_TYPES)}")
             continue
-        if values is None:
-            values = {}
-        if not isinstance(values, dict):
-            problems.append(f"section '{name}' must be a mapping, got {values!r}")
-            continue
-        sections[name] = _build_section(name, values, problems)
+        sections[name], found = build_section(_SECTION_TYPES[name], values, name)
+        problems.extend(found)
     cfg = Config(**sections)
     try:
         problems.extend(validate(cfg))
@@ -329,11 +343,7 @@ def validate(cfg: Config) -> list[str]:
     problems: list[str] = []
     for dotted, allowed in CHOICES.items():
         section, key = dotted.split(".")
-        value = getattr(getattr(cfg, section), key)
-        if value not in allowed:
-            problems.append(
-                f"{dotted} = {value!r} is not one of {', '.join(allowed)}{_did_you_mean(str(value), allowed)}"
-            )
+        problems.extend(check_choice(dotted, getattr(getattr(cfg, section), key), allowed))
     m, d, o, s, r = cfg.model, cfg.data, cfg.optim, cfg.schedule, cfg.runtime
     positive = {
         "model.d_model": m.d_model, "model.n_layers": m.n_layers, "model.n_heads": m.n_heads,

@@ -1,5 +1,8 @@
 """Sampling from TinyGPT: temperature, top-k, top-p, greedy at temperature 0, streamed token by token.
 
+The one entry point: `Generator` streams new token ids (with `.stats`), `generate_text` returns the decoded
+continuation of a text prompt, and `stream_text` turns a token stream into printable text pieces.
+
 The prompt is prefilled once into a KV cache, then each step runs the model on one new token. Timings
 of the two phases are kept apart (`GenerationStats`) because they measure different things: prefill is
 a batched matmul over the prompt, decode is latency-bound, one token at a time.
@@ -8,7 +11,7 @@ a batched matmul over the prompt, decode is latency-bound, one token at a time.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,6 +22,7 @@ from tinygpt_mlx.model import TinyGPT
 # A kept set whose mass reaches top_p up to float32 rounding of the cumulative sum counts as reaching it,
 # so probabilities [0.5, 0.3, ...] with p = 0.8 keep two tokens even if 0.5 + 0.3 rounds to 0.79999995.
 TOP_P_TOLERANCE = 1e-6
+REPLACEMENT = "\ufffd"  # what a decoder shows for an incomplete UTF-8 sequence
 
 
 class TextTokenizer(Protocol):
@@ -177,18 +181,31 @@ class Generator:
                 model.train()
 
 
-def generate_tokens(
-    model: TinyGPT,
-    prompt_ids: list[int],
-    max_new_tokens: int,
-    temperature: float = 0.8,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | None = None,
-    eos_id: int | None = None,
-) -> Generator:
-    """Stream new token ids after prompt_ids; the returned Generator carries `.stats`."""
-    return Generator(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, eos_id)
+def encode_prompt(tokenizer: TextTokenizer, prompt: str) -> list[int]:
+    """Token ids of a text prompt; an empty prompt starts from EOS (the GPT-2 convention)."""
+    ids = tokenizer.encode(prompt)
+    if not ids and tokenizer.eos_id is not None:
+        ids = [tokenizer.eos_id]
+    return ids
+
+
+def stream_text(tokenizer: TextTokenizer, tokens: Iterable[int]) -> Iterator[str]:
+    """Text pieces as tokens arrive; a byte-level token that ends mid-character waits for the next one."""
+    ids: list[int] = []
+    shown = 0
+    for token in tokens:
+        ids.append(token)
+        # Decoding the whole tail, not the single token, keeps multi-byte characters split across
+        # byte-level BPE tokens intact; a trailing replacement char means the character is unfinished.
+        text = tokenizer.decode(ids)
+        if text.endswith(REPLACEMENT):
+            continue
+        if len(text) > shown:
+            yield text[shown:]
+            shown = len(text)
+    text = tokenizer.decode(ids) if ids else ""
+    if len(text) > shown:
+        yield text[shown:]
 
 
 def generate_text(
@@ -202,8 +219,6 @@ def generate_text(
     seed: int | None = None,
 ) -> str:
     """Generate a continuation of prompt (the new text only), stopping at the tokenizer's EOS."""
-    ids = tokenizer.encode(prompt)
-    if not ids and tokenizer.eos_id is not None:
-        ids = [tokenizer.eos_id]  # GPT-2 convention: an empty prompt starts from <|endoftext|>
-    new = generate_tokens(model, ids, max_new_tokens, temperature, top_k, top_p, seed, tokenizer.eos_id)
+    new = Generator(model, encode_prompt(tokenizer, prompt), max_new_tokens, temperature, top_k, top_p, seed,
+                    tokenizer.eos_id)
     return tokenizer.decode(list(new))

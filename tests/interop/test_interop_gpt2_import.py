@@ -15,7 +15,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from tinygpt_mlx.generate import generate_text, generate_tokens
+from tinygpt_mlx.generate import Generator, generate_text
 from tinygpt_mlx.interop.hf_gpt2 import import_gpt2
 from tinygpt_mlx.tokenizers.gpt2 import load_gpt2
 from tinygpt_mlx.train.checkpoint import load_checkpoint, load_for_inference
@@ -81,7 +81,7 @@ def test_import_matches_transformers(variants, hf_gpt2, gpt2_bpe_dir, tmp_path, 
     with torch.no_grad():
         out = hf.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False, pad_token_id=tok.eos_id)
     their_new = out[0, len(ids):].tolist()
-    ours = list(generate_tokens(model, ids, 16, temperature=0, eos_id=tok.eos_id))
+    ours = list(Generator(model, ids, 16, temperature=0, eos_id=tok.eos_id))
     assert ours == their_new and len(set(ours)) > 1
     assert generate_text(model, tok, PROMPT, 16, temperature=0) == tok.decode(their_new)
 

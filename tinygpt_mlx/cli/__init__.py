@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import sys
 
-import typer
 from rich.console import Console
 from rich.markup import escape
 
+from tinygpt_mlx.cli.common import app
 from tinygpt_mlx.config import ConfigError
 from tinygpt_mlx.errors import UserError
 
-app = typer.Typer(
-    name="tinygpt",
-    help="A small-language-model lab native to Apple MLX.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
 err_console = Console(stderr=True)
 
 

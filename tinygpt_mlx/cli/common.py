@@ -1,11 +1,23 @@
-"""Pieces every command shares: the console and config loading from CLI options."""
+"""Pieces every command shares: the Typer app, the console and config loading from CLI options.
+
+The app lives here, not in cli/__init__.py, so command modules register on it without importing the
+package that imports them.
+"""
 
 from __future__ import annotations
 
+import typer
 from rich.console import Console
 
 from tinygpt_mlx.config import Config, apply_overrides, from_dict, read_file
 
+app = typer.Typer(
+    name="tinygpt",
+    help="A small-language-model lab native to Apple MLX.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 console = Console()
 
 

@@ -6,8 +6,7 @@ import json
 
 import typer
 
-from tinygpt_mlx.cli import app
-from tinygpt_mlx.cli.common import build_config, console
+from tinygpt_mlx.cli.common import app, build_config, console
 
 data_app = typer.Typer(help="Prepare datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")

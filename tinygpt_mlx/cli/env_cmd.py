@@ -7,8 +7,7 @@ import json
 import typer
 from rich.table import Table
 
-from tinygpt_mlx.cli import app
-from tinygpt_mlx.cli.common import console
+from tinygpt_mlx.cli.common import app, console
 
 
 @app.command("env")

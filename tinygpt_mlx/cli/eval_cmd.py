@@ -9,8 +9,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from tinygpt_mlx.cli import app
-from tinygpt_mlx.cli.common import console
+from tinygpt_mlx.cli.common import app, console
 
 
 @app.command("eval")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tinygpt_mlx.cli import app
-from tinygpt_mlx.cli.common import console
+from tinygpt_mlx.cli.common import app, console
 
 import_app = typer.Typer(help="Bring models from other ecosystems in as TinyGPT checkpoints.", no_args_is_help=True)
 app.add_typer(import_app, name="import")

@@ -6,8 +6,7 @@ import sys
 
 import typer
 
-from tinygpt_mlx.cli import app
-from tinygpt_mlx.cli.common import console
+from tinygpt_mlx.cli.common import app, console
 from tinygpt_mlx.errors import UserError
 
 
@@ -35,7 +34,7 @@ def sample(
         raise UserError(f"--top-k must be at least 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise UserError(f"--top-p must be in (0, 1], got {top_p}")
-    from tinygpt_mlx.eval.samples import start_generation, stream_text
+    from tinygpt_mlx.generate import Generator, encode_prompt, stream_text
     from tinygpt_mlx.train.checkpoint import load_for_inference
 
     model, tokenizer, _, state = load_for_inference(checkpoint)
@@ -44,8 +43,8 @@ def sample(
         if num_samples > 1:
             console.print(f"[dim]--- sample {i + 1}/{num_samples}"
                           + (f" (seed {sample_seed})" if sample_seed is not None else "") + " ---[/]")
-        gen = start_generation(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p,
-                               sample_seed)
+        gen = Generator(model, encode_prompt(tokenizer, prompt), max_new_tokens, temperature, top_k, top_p,
+                        sample_seed, tokenizer.eos_id)
         sys.stdout.write(prompt)
         for piece in stream_text(tokenizer, gen):
             sys.stdout.write(piece)

@@ -10,8 +10,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from tinygpt_mlx.cli import app
-from tinygpt_mlx.cli.common import console
+from tinygpt_mlx.cli.common import app, console
 
 scaling_app = typer.Typer(help="Scaling-law analysis.", no_args_is_help=True)
 app.add_typer(scaling_app, name="scaling")

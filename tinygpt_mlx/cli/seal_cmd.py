@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tinygpt_mlx.cli import app
-from tinygpt_mlx.cli.common import console
+from tinygpt_mlx.cli.common import app, console
 
 seal_app = typer.Typer(help="SEAL: the model writes its own fine-tuning data (self-edits).", no_args_is_help=True)
 app.add_typer(seal_app, name="seal")

@@ -8,8 +8,7 @@ import sys
 
 import typer
 
-from tinygpt_mlx.cli import app
-from tinygpt_mlx.cli.common import build_config
+from tinygpt_mlx.cli.common import app, build_config
 from tinygpt_mlx.cpu.blas import ensure_fast_blas
 
 EPILOG = (

@@ -115,7 +115,8 @@ class Adapter:
         """Sample one self-edit with policy and inner-loop it; (record fields, prompt ids, edit ids)."""
         start = time.perf_counter()
         template = self.seal.templates[sample % len(self.seal.templates)]
-        edit = sample_edit(policy, self.tok, self.context[item.id], template, self.seal,
+        edit = sample_edit(policy, self.tok, self.context[item.id], template, self.seal.edit_max_tokens,
+                           self.seal.edit_temperature, self.seal.edit_top_p,
                            derive_seed(self.seed, tag, round_no, item.id, sample))
         text = training_text(self.context[item.id], edit.text, self.seal.include_context)
         result = self._adapt(item, text, derive_seed(self.seed, tag + "-inner", round_no, item.id, sample))

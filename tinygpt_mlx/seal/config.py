@@ -1,8 +1,8 @@
 """The `seal` section of a config file: every SEAL knob, typed and validated with the base sections.
 
 A SEAL config is a normal run config (model, data, runtime, ... as config.py defines them) plus a `seal`
-section. The base sections go through config.from_dict untouched; the `seal` section is parsed here with
-the same coercion rules, and problems from both are reported together in one ConfigError.
+section. The base sections go through config.from_dict untouched; the `seal` section is built by the same
+config.build_section, so its keys read like any other, and problems from both come in one ConfigError.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ from typing import Any
 
 import yaml
 
-# The base config's coercion and spelling hints, reused so a `seal` key reads exactly like any other key.
 from tinygpt_mlx.config import (
     Config,
     ConfigError,
-    _coerce,
-    _did_you_mean,
     apply_overrides,
+    build_section,
+    check_choice,
     from_dict,
     read_file,
 )
@@ -107,9 +106,6 @@ class SealConfig:
         return dataclasses.asdict(self)
 
 
-_HINTS = typing.get_type_hints(SealConfig)
-
-
 def validate_seal(s: SealConfig) -> list[str]:
     """Every problem of a seal section (empty when sound)."""
     problems: list[str] = []
@@ -137,9 +133,7 @@ def validate_seal(s: SealConfig) -> list[str]:
              "dropout": "seal.lora_dropout", "last_k_layers": "seal.lora_last_k_layers"}
     problems.extend(check_lora_args(s.lora_modules, s.policy_rank, s.lora_alpha, s.lora_dropout,
                                     s.lora_last_k_layers, names))
-    if s.policy_mode not in POLICY_MODES:
-        problems.append(f"seal.policy_mode = {s.policy_mode!r} is not one of {', '.join(POLICY_MODES)}"
-                        f"{_did_you_mean(s.policy_mode, POLICY_MODES)}")
+    problems.extend(check_choice("seal.policy_mode", s.policy_mode, POLICY_MODES))
     if not s.templates:
         problems.append("seal.templates must name at least one template")
     for t in s.templates:
@@ -151,21 +145,7 @@ def validate_seal(s: SealConfig) -> list[str]:
 
 def seal_from_dict(values: Any) -> tuple[SealConfig, list[str]]:
     """Build a SealConfig from the raw `seal` mapping; returns it with every problem found."""
-    problems: list[str] = []
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        return SealConfig(), [f"section 'seal' must be a mapping, got {values!r}"]
-    kwargs = {}
-    for key, value in values.items():
-        if key not in _HINTS:
-            problems.append(f"unknown key 'seal.{key}'{_did_you_mean(key, _HINTS)}")
-            continue
-        before = len(problems)
-        coerced = _coerce(value, _HINTS[key], f"seal.{key}", problems)
-        if len(problems) == before:
-            kwargs[key] = coerced
-    cfg = SealConfig(**kwargs)
+    cfg, problems = build_section(SealConfig, values, "seal")
     if not problems:  # cross-field checks need sound types
         problems.extend(validate_seal(cfg))
     return cfg, problems

@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tinygpt_mlx.generate import generate_tokens
+from tinygpt_mlx.generate import Generator
 
 if TYPE_CHECKING:
     from tinygpt_mlx.model import TinyGPT
-    from tinygpt_mlx.seal.config import SealConfig
     from tinygpt_mlx.tokenizers import Tokenizer
 
 TEMPLATES: dict[str, str] = {
@@ -45,12 +44,12 @@ class SelfEdit:
     text: str
 
 
-def sample_edit(policy: TinyGPT, tokenizer: Tokenizer, context: str, template: str, seal: SealConfig,
-                seed: int) -> SelfEdit:
+def sample_edit(policy: TinyGPT, tokenizer: Tokenizer, context: str, template: str, max_tokens: int,
+                temperature: float, top_p: float | None, seed: int) -> SelfEdit:
     """Sample one self-edit for context from policy (seeded: the same seed gives the same text)."""
     ids = prompt_ids(tokenizer, template, context)
-    new = generate_tokens(policy, ids, seal.edit_max_tokens, temperature=seal.edit_temperature,
-                          top_p=seal.edit_top_p, seed=seed, eos_id=tokenizer.eos_id)
+    new = Generator(policy, ids, max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                    eos_id=tokenizer.eos_id)
     return SelfEdit(template, ids, tokenizer.decode(list(new)).strip())
 
 
