@@ -19,6 +19,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import mlx.core as mx
 
@@ -210,12 +211,9 @@ def run_bench(s: BenchSettings, progress=None) -> dict:
 
 def plot_bench(record: dict, path: str) -> None:
     """Training tokens/s and peak memory against sequence length, one line per model size (PNG)."""
-    import matplotlib
+    from tinygpt_mlx.plotting import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_speed, ax_mem) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax_speed, ax_mem) = new_figure(figsize=(11, 4.2), ncols=2)
     by_size: dict[str, list[dict]] = {}
     for case in record["results"]:
         if "train" in case:
@@ -237,6 +235,5 @@ def plot_bench(record: dict, path: str) -> None:
     settings = record["settings"]
     batch = f"{settings['tokens']} tokens per step" if settings.get("tokens") else f"batch {settings['batch']}"
     fig.suptitle(f"tinygpt bench: {env['device']}/{env['backend']}, {batch}, {settings['dtype']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    out = Path(path)
+    save_figure(fig, out.parent, out.stem, (out.suffix.lstrip(".") or "png",))

@@ -1,7 +1,6 @@
 """Run plots as PNG + SVG: loss against tokens seen, the learning rate, validation loss per checkpoint.
 
-Figures are built with `matplotlib.figure.Figure` rather than pyplot, so no GUI backend is ever chosen
-(headless machines, CI) and no global figure state leaks between calls. A plot without data is skipped
+Figures come from tinygpt_mlx.plotting (no GUI backend, no timestamps). A plot without data is skipped
 with a note instead of raising: a run that has not logged an eval yet still gets its other plots.
 """
 
@@ -14,7 +13,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-FORMATS = ("png", "svg")
+from tinygpt_mlx.plotting import new_figure, save_figure
 
 
 @dataclass
@@ -25,21 +24,8 @@ class PlotReport:
     skipped: list[str] = field(default_factory=list)
 
 
-def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in FORMATS:
-        path = out_dir / f"{name}.{fmt}"
-        # No creation date in the files, so re-running eval on the same run gives identical plots.
-        metadata = {"Date": None} if fmt == "svg" else None
-        fig.savefig(path, format=fmt, dpi=120, bbox_inches="tight", metadata=metadata)
-        paths.append(path)
-    return paths
-
-
 def _axes(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Any]:
-    fig = Figure(figsize=(6.4, 4.0))
-    ax = fig.add_subplot()
+    fig, ax = new_figure()
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -64,7 +50,7 @@ def plot_loss(train: Sequence[dict[str, Any]], evals: Sequence[dict[str, Any]], 
     if vx:
         ax.plot(vx, vy, "o-", label="validation", linewidth=1.2, markersize=4)
     ax.legend()
-    return _save(fig, out_dir, "loss")
+    return save_figure(fig, out_dir, "loss")
 
 
 def plot_lr(train: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
@@ -75,7 +61,7 @@ def plot_lr(train: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
     fig, ax = _axes("Learning-rate schedule", "step", "learning rate")
     ax.plot(steps, lrs, linewidth=1.2)
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    return _save(fig, out_dir, "lr")
+    return save_figure(fig, out_dir, "lr")
 
 
 def plot_checkpoints(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
@@ -88,7 +74,7 @@ def plot_checkpoints(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path
     for row in rows:
         ax.annotate(str(row["step"]), (row["tokens_seen"], row["val_loss"]), textcoords="offset points",
                     xytext=(4, 4), fontsize=7)
-    return _save(fig, out_dir, "val_loss_per_checkpoint")
+    return save_figure(fig, out_dir, "val_loss_per_checkpoint")
 
 
 def make_plots(metrics: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]],

@@ -1,7 +1,7 @@
 """Scaling-law plots as PNG + SVG: the runs, the fitted law and its bootstrap 95% band on log-log axes.
 
-Built on `matplotlib.figure.Figure` (Agg for PNG), never pyplot, so no GUI backend is chosen on a headless
-machine and no figure state leaks between calls. A law without data gets no plot, only a note.
+Figures come from tinygpt_mlx.plotting (no GUI backend, no timestamps). A law without data gets no plot,
+only a note.
 """
 
 from __future__ import annotations
@@ -9,24 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter
 
+from tinygpt_mlx.plotting import new_figure, save_figure
 from tinygpt_mlx.scaling.fit import LawFit
 
-FORMATS = ("png", "svg")
 LABELS = {"N": "parameters N", "D": "training tokens D", "C": "compute C = 6ND (FLOPs)"}
-
-
-def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in FORMATS:
-        path = out_dir / f"{name}.{fmt}"
-        metadata = {"Date": None} if fmt == "svg" else None  # no timestamp: identical reruns, identical files
-        fig.savefig(path, format=fmt, dpi=120, bbox_inches="tight", metadata=metadata)
-        paths.append(path)
-    return paths
 
 
 def _band(fit: LawFit, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -51,8 +39,7 @@ def plot_law(fit: LawFit, out_dir: str | Path, name: str | None = None, xlabel: 
     """Points, fitted curve and bootstrap band for one fitted law; [] when it has no points."""
     if fit.n_points == 0:
         return []
-    fig = Figure(figsize=(6.4, 4.4))
-    ax = fig.add_subplot()
+    fig, ax = new_figure(figsize=(6.4, 4.4))
     ax.set_xscale("log")
     ax.set_yscale("log")
     # Losses span less than a decade: plain numbers read better than 2.4 x 10^0 on the log axis.
@@ -85,4 +72,4 @@ def plot_law(fit: LawFit, out_dir: str | Path, name: str | None = None, xlabel: 
     # Frame the data: a wide band where the fit extrapolates must not squash the points into a line.
     ax.set_ylim(bottom / 1.1, fit.loss.max() * 1.25)
     ax.legend(fontsize=8)
-    return _save(fig, Path(out_dir), name or f"fit_{fit.law.key}")
+    return save_figure(fig, out_dir, name or f"fit_{fit.law.key}")

@@ -2,7 +2,7 @@
 
 All numbers are on the held-out contexts: no adaptation, training on the context itself, self-edits of
 the base model (round 0), and self-edits of the SEAL policy after each round. Δ loss is in nats/token
-of the no-context target loss; positive is better. Plots use matplotlib's Agg backend (no display).
+of the no-context target loss; positive is better. Plots come from tinygpt_mlx.plotting.
 """
 
 from __future__ import annotations
@@ -112,22 +112,13 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def _save(fig: Any, out_dir: Path, stem: str) -> list[Path]:
-    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
-    for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-    return paths
-
-
 def plot_budget(means: dict, out_dir: Path) -> list[Path]:
     """Δ loss against update budget (inner steps x rank): a line per method and rank."""
-    import matplotlib
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
+    from tinygpt_mlx.plotting import new_figure, save_figure
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = new_figure(figsize=(6.5, 4.2))
     styles = ["-", "--", ":", "-."]
     for color, (method, pts) in enumerate(means.items()):
         ranks = sorted({rank for _, rank in pts})
@@ -137,25 +128,20 @@ def plot_budget(means: dict, out_dir: Path) -> list[Path]:
                     marker="o", color=f"C{color}", label=f"{method}, rank {rank}")
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # 30, not 3 x 10^1
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.xaxis.set_major_formatter(ScalarFormatter())  # 30, not 3 x 10^1
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("update budget: inner steps x LoRA rank")
     ax.set_ylabel("Δ no-context target loss (nats/token)")
     ax.set_title("Held-out knowledge incorporation vs update budget")
     ax.legend(fontsize=7)
-    paths = _save(fig, out_dir, "delta_vs_budget")
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out_dir, "delta_vs_budget")
 
 
 def plot_pareto(means: dict, out_dir: Path) -> list[Path]:
     """Δ loss against forgetting for every (method, steps, rank), with the Pareto front."""
-    import matplotlib
+    from tinygpt_mlx.plotting import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = new_figure(figsize=(6.5, 4.2))
     everything = [(0.0, 0.0)]
     ax.scatter([0.0], [0.0], color="black", marker="x", label="no adaptation")
     for color, (method, pts) in enumerate(means.items()):
@@ -170,9 +156,7 @@ def plot_pareto(means: dict, out_dir: Path) -> list[Path]:
     ax.set_ylabel("Δ no-context target loss (nats/token)")
     ax.set_title("Knowledge gained vs forgetting (held-out)")
     ax.legend(fontsize=7)
-    paths = _save(fig, out_dir, "pareto_forgetting")
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out_dir, "pareto_forgetting")
 
 
 def analyze(run_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:
