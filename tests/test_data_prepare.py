@@ -4,12 +4,13 @@ the shared excerpt)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tinygpt_mlx.config import Config, DataConfig
+from tinygpt_mlx.config import Config, ConfigError, DataConfig, from_dict
 from tinygpt_mlx.data.loader import TokenFile
 from tinygpt_mlx.data.prepare import check_fingerprint, prepare_data, token_dtype
 from tinygpt_mlx.errors import UserError
@@ -148,3 +149,36 @@ def test_validation_chars_unseen_in_train_become_unk(tmp_path):
     assert TokenFile(prep.train_path).tokens.tolist() == [2, 3, 0, 3, 2, 0]
     assert TokenFile(prep.val_path).tokens.tolist() == [2, 3, 1, 0]  # z -> <unk>
     assert prep.meta["splits"]["val"] == {"file": "val.bin", "tokens": 4, "stories": 1, "bytes": 3}
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_num_workers_sets_the_tokenizing_threads(tiny_corpus, tmp_path, monkeypatch, workers):
+    from tinygpt_mlx.tokenizers.base import Tokenizer
+
+    calls = []
+    real = Tokenizer.encode_batch
+
+    def spy(self, texts):
+        calls.append((len(texts), os.environ.get("TOKENIZERS_PARALLELISM")))
+        return real(self, texts)
+
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    data = dict(data_dir=str(tiny_corpus), tokenizer="bpe", bpe_vocab_size=300)
+    auto = prepare_data(Config(data=DataConfig(cache_dir=str(tmp_path / "auto"), **data)))
+    monkeypatch.setattr(Tokenizer, "encode_batch", spy)
+    threaded = prepare_data(Config(data=DataConfig(cache_dir=str(tmp_path / "n"), num_workers=workers, **data)))
+    # HF's pool is off while the threads run, so `workers` is the parallelism; the setting is restored after.
+    assert calls == [(n, "false") for n in (*split_sizes(24, workers), *split_sizes(13, workers))]
+    assert "TOKENIZERS_PARALLELISM" not in os.environ
+    for split in ("train_path", "val_path"):
+        assert getattr(threaded, split).read_bytes() == getattr(auto, split).read_bytes()
+
+
+def split_sizes(n: int, parts: int) -> list[int]:
+    size = -(-n // parts)
+    return [min(size, n - i) for i in range(0, n, size)]
+
+
+def test_negative_num_workers_is_refused():
+    with pytest.raises(ConfigError, match=r"data.num_workers must be >= 0 \(0 = every core\), got -1"):
+        from_dict({"data": {"num_workers": -1}})

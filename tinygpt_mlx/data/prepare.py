@@ -14,6 +14,9 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,9 +31,11 @@ from tinygpt_mlx.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
 
 FORMAT_VERSION = 1
 SPLIT_FILES = {"train": "train.bin", "val": "val.bin"}
-# encode_batch runs HF's Rust thread pool over every core; measured faster than a process pool here
-# (spawn + pickling cost more than tokenizing), so chunks only bound memory and drive the progress bar.
+# Chunks bound memory and drive the progress bar; the parallelism is inside each chunk (see encoder).
 CHUNK_STORIES = 2048
+PARALLELISM_ENV = "TOKENIZERS_PARALLELISM"  # HF tokenizers reads it at every batch call
+
+Encode = Callable[[Tokenizer, list[str]], list[list[int]]]
 
 
 @dataclass
@@ -105,7 +110,36 @@ def _complete(directory: Path, meta: dict[str, Any]) -> bool:
     return (directory / "tokenizer" / "tokenizer.json").is_file()
 
 
-def _write_tokens(path: Path, tokenizer: Tokenizer, stories: list[str], dtype: np.dtype,
+@contextmanager
+def encoder(workers: int) -> Iterator[Encode]:
+    """encode(tokenizer, stories) on HF's Rust pool over every core (workers 0) or on exactly `workers` threads.
+
+    Threads use no processes: HF's batch call releases the GIL, and spawning workers plus pickling the
+    stories costs more than tokenizing them. With a count given, HF's own pool is off while it runs, so
+    the count is what actually runs (one thread on a shared machine, say).
+    """
+    if workers == 0:
+        yield lambda tokenizer, stories: tokenizer.encode_batch(stories)
+        return
+    saved = os.environ.get(PARALLELISM_ENV)
+    os.environ[PARALLELISM_ENV] = "false"
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+
+            def encode(tokenizer: Tokenizer, stories: list[str]) -> list[list[int]]:
+                size = max(1, -(-len(stories) // workers))
+                parts = pool.map(tokenizer.encode_batch, [stories[i:i + size] for i in range(0, len(stories), size)])
+                return [ids for part in parts for ids in part]
+
+            yield encode
+    finally:
+        if saved is None:
+            os.environ.pop(PARALLELISM_ENV, None)
+        else:
+            os.environ[PARALLELISM_ENV] = saved
+
+
+def _write_tokens(path: Path, tokenizer: Tokenizer, stories: list[str], dtype: np.dtype, encode: Encode,
                   advance: Any = None) -> int:
     """Tokenize stories in chunks, append EOS after each, and stream the ids to `path`; returns token count."""
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -114,7 +148,7 @@ def _write_tokens(path: Path, tokenizer: Tokenizer, stories: list[str], dtype: n
     with tmp.open("wb") as fh:
         for start in range(0, len(stories), CHUNK_STORIES):
             chunk = stories[start:start + CHUNK_STORIES]
-            encoded = tokenizer.encode_batch(chunk)
+            encoded = encode(tokenizer, chunk)
             total = sum(map(len, encoded)) + len(encoded)
             arr = np.fromiter(itertools.chain.from_iterable(ids + [eos] for ids in encoded), dtype, count=total)
             fh.write(arr.tobytes())
@@ -178,10 +212,11 @@ def prepare_data(cfg: Config, progress: bool = False) -> PreparedData:
     try:
         if bar is not None:
             bar.start()
-        for split, name in SPLIT_FILES.items():
-            n_tokens = _write_tokens(directory / name, tokenizer, stories[split], dtype, advance)
-            splits[split] = {"file": name, "tokens": n_tokens, "stories": len(stories[split]),
-                             "bytes": sum(len(s.encode("utf-8")) for s in stories[split])}
+        with encoder(data_cfg.num_workers) as encode:
+            for split, name in SPLIT_FILES.items():
+                n_tokens = _write_tokens(directory / name, tokenizer, stories[split], dtype, encode, advance)
+                splits[split] = {"file": name, "tokens": n_tokens, "stories": len(stories[split]),
+                                 "bytes": sum(len(s.encode("utf-8")) for s in stories[split])}
     finally:
         if bar is not None:
             bar.stop()
