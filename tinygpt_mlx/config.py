@@ -79,8 +79,8 @@ class DataConfig:
     """Global sequences per micro-batch, split over ranks under mlx.launch (x grad_accum_steps per step)."""
     block_size: int = 256
     """Tokens per training window; at most model.max_seq_len."""
-    num_workers: int = 4
-    """Reserved for parallel tokenization; `data prepare` already uses every core through HF `encode_batch`."""
+    num_workers: int = 0
+    """Threads that tokenize the corpus in `data prepare`: 0 = every core (HF's own pool), N = exactly N."""
     val_frac: float = 0.05
     """Validation share when the source has no validation split of its own."""
     split_seed: int = 1234
@@ -348,7 +348,7 @@ def validate(cfg: Config) -> list[str]:
     positive = {
         "model.d_model": m.d_model, "model.n_layers": m.n_layers, "model.n_heads": m.n_heads,
         "model.max_seq_len": m.max_seq_len, "data.batch_size": d.batch_size, "data.block_size": d.block_size,
-        "data.num_workers": d.num_workers, "optim.lr": o.lr, "runtime.grad_accum_steps": r.grad_accum_steps,
+        "optim.lr": o.lr, "runtime.grad_accum_steps": r.grad_accum_steps,
         "runtime.log_interval": r.log_interval, "checkpoint.save_every": cfg.checkpoint.save_every,
         "eval.eval_every": cfg.eval.eval_every, "eval.eval_subset": cfg.eval.eval_subset,
         "model.layer_norm_eps": m.layer_norm_eps, "model.mlp_ratio": m.mlp_ratio,
@@ -388,6 +388,8 @@ def validate(cfg: Config) -> list[str]:
             problems.append(f"{name} must be >= 0, got {value}")
     if d.dataset == "local" and not d.data_dir:
         problems.append("data.dataset = 'local' needs data.data_dir")
+    if d.num_workers < 0:
+        problems.append(f"data.num_workers must be >= 0 (0 = every core), got {d.num_workers}")
     if r.cpu_threads < 0:
         problems.append(f"runtime.cpu_threads must be >= 0 (0 = auto), got {r.cpu_threads}")
     elif r.cpu_threads > 1 and d.batch_size % r.cpu_threads:
