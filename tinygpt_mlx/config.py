@@ -1,6 +1,8 @@
 """Typed run configuration: dataclass sections, YAML/JSON loading, overrides, validation, dumping.
 
-Section and key names follow the seed playbook (§4, §13) so configs written for that layout load as-is.
+Every field carries its documentation in the docstring under it (docs/configuration.md lists them all).
+`build_section` turns a raw mapping into any section dataclass (SEAL's too), so every key everywhere is
+coerced and misspellings are caught the same way, and all problems of a config are reported at once.
 """
 
 from __future__ import annotations
