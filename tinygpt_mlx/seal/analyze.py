@@ -1,4 +1,4 @@
-"""Turn adapt.jsonl into the baseline/SEAL table and two plots (the seed's analyze_adaptation.py role).
+"""Turn adapt.jsonl into the baseline/SEAL table and two plots.
 
 All numbers are on the held-out contexts: no adaptation, training on the context itself, self-edits of
 the base model (round 0), and self-edits of the SEAL policy after each round. Δ loss is in nats/token

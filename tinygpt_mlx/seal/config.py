@@ -33,7 +33,7 @@ POLICY_MODES = ("lora", "full")
 @dataclass
 class SealConfig:
     enabled: bool = False
-    """Master switch: `tinygpt seal adapt` refuses to run unless this is true (seed playbook §14)."""
+    """Master switch: `tinygpt seal adapt` refuses to run unless this is true (a long job is never started by default)."""
     init_from: str | None = None
     """Checkpoint to adapt (step folder, `last` link or run folder); `--init-from` overrides it."""
     run_dir: str = "results/seal"
