@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tinygpt_mlx.config import dump_config
 from tinygpt_mlx.train.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,25 +21,19 @@ def tinygpt(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def config_file(tmp_path: Path, tinystories_dir: Path) -> Path:
-    raw = {
-        "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_seq_len": 32},
-        "data": {"dataset": "local", "max_stories": 100, "block_size": 32, "batch_size": 4,
-                 "cache_dir": str(tmp_path / "cache"), "num_workers": 1},
-        "schedule": {"max_steps": 50, "warmup_steps": 2},
-        "runtime": {"log_interval": 2},
-        "eval": {"eval_every": 3, "eval_subset": 1024, "sample_n": 1, "sample_max_new_tokens": 12},
-        "checkpoint": {"save_every": 3},
-    }
+def config_file(tmp_path: Path, make_config) -> Path:
+    cfg = make_config(tmp_path, schedule={"max_steps": 50, "warmup_steps": 2}, runtime={"log_interval": 2},
+                      eval={"eval_every": 3, "sample_n": 1, "sample_max_new_tokens": 12},
+                      checkpoint={"save_every": 3})
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    dump_config(cfg, path)
     return path
 
 
-def test_train_end_to_end(config_file: Path, tmp_path: Path, tinystories_dir: Path) -> None:
+def test_train_end_to_end(config_file: Path, tmp_path: Path, tiny_corpus: Path) -> None:
     run = tmp_path / "run"
     done = tinygpt("train", "--config", str(config_file), "--save_dir", str(run), "--seed", "7",
-                   "--data-dir", str(tinystories_dir), "--max-steps", "4", "-o", "optim.lr=2e-3")
+                   "--data-dir", str(tiny_corpus), "--max-steps", "4", "-o", "optim.lr=2e-3")
     assert done.returncode == 0, done.stderr
     assert "step 4/4 | loss" in done.stdout and "eval step 4 | val_loss" in done.stdout
     assert "sample @ step 3: 'Once upon a time" in done.stdout
@@ -50,12 +45,12 @@ def test_train_end_to_end(config_file: Path, tmp_path: Path, tinystories_dir: Pa
 
     # --save-dir spelling, --resume auto on a finished run: nothing left to do, exit 0.
     again = tinygpt("train", "--config", str(config_file), "--save-dir", str(run), "--resume", "auto",
-                    "--data_dir", str(tinystories_dir), "--max-steps", "4", "--seed", "7")
+                    "--data_dir", str(tiny_corpus), "--max-steps", "4", "--seed", "7")
     assert again.returncode == 0, again.stderr
     assert "resuming from" in again.stdout
     # The seed fixes the batch order, so a resume under another seed is refused.
     other = tinygpt("train", "--config", str(config_file), "--save-dir", str(run), "--resume", "auto",
-                    "--data_dir", str(tinystories_dir), "--max-steps", "5", "--seed", "8")
+                    "--data_dir", str(tiny_corpus), "--max-steps", "5", "--seed", "8")
     assert other.returncode == 2 and "seed was 7, now 8" in other.stderr
 
 
@@ -64,10 +59,10 @@ def test_train_end_to_end(config_file: Path, tmp_path: Path, tinystories_dir: Pa
     (["-o", "optim.lrr=1"], "unknown key 'optim.lrr' (did you mean 'lr'?)"),
     (["--resume", "/nonexistent/ckpt"], "checkpoint not found: /nonexistent/ckpt"),
 ])
-def test_user_errors_exit_2(config_file: Path, tmp_path: Path, tinystories_dir: Path, args: list[str],
+def test_user_errors_exit_2(config_file: Path, tmp_path: Path, tiny_corpus: Path, args: list[str],
                             message: str) -> None:
     done = tinygpt("train", "--config", str(config_file), "--save_dir", str(tmp_path / "run"),
-                   "--data-dir", str(tinystories_dir), *args)
+                   "--data-dir", str(tiny_corpus), *args)
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -1,7 +1,7 @@
 """The mx.distributed glue for data-parallel training under `mlx.launch`: the world, reductions, a watchdog.
 
 `mlx.launch -n N -- tinygpt train ...` starts N processes that each call `World.init()`; outside a launch
-it is a world of one and every helper here is a no-op, so single-process runs take exactly the old path.
+it is a world of one and every helper here is a no-op, so a single-process run never communicates.
 Data parallelism: every rank draws the same global batch and keeps its own rows; gradients (and the loss)
 are averaged with one all_sum inside the compiled step (train/step.py), so all ranks hold identical weights.
 
@@ -199,13 +199,3 @@ class World:
             if timed:
                 self._watchdog.disarm()
 
-
-class NullLog:
-    """The metrics log of ranks other than 0: records are built (the console code reads them), not written."""
-
-    def write(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """The record metrics.jsonl would get."""
-        return {"type": kind, **fields}
-
-    def close(self) -> None:
-        """Nothing to close."""

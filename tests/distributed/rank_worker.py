@@ -13,15 +13,15 @@ import sys
 
 import tinygpt_mlx  # noqa: F401 - the fast BLAS before mlx.core
 from tinygpt_mlx.cli import main
-from tinygpt_mlx.train import trainer
+from tinygpt_mlx.train import inputs
 
 
 def inject(kind: str, at: int) -> None:
     """Patch the batch loader so that rank 1 fails during step `at`."""
-    real_next = trainer.Batches.next
+    real_next = inputs.Batches.next
     calls = {"n": 0}
 
-    def next_batch(self: trainer.Batches):
+    def next_batch(self: inputs.Batches):
         calls["n"] += 1
         if calls["n"] == at + 1:  # call 1 is the first batch; call k + 1 happens during step k
             if kind == "exit":
@@ -29,7 +29,7 @@ def inject(kind: str, at: int) -> None:
             os.kill(os.getpid(), signal.SIGSTOP if kind == "hang" else signal.SIGTERM)
         return real_next(self)
 
-    trainer.Batches.next = next_batch  # type: ignore[method-assign]
+    inputs.Batches.next = next_batch  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ import pytest
 
 from tinygpt_mlx.errors import UserError
 from tinygpt_mlx.model import TinyGPT
+from tinygpt_mlx.train import backend, inputs, trainer
 from tinygpt_mlx.train import checkpoint as ck
-from tinygpt_mlx.train import trainer
 
 
 class PoisonGPT(TinyGPT):
@@ -28,10 +28,10 @@ class PoisonGPT(TinyGPT):
 def poison_steps(monkeypatch: pytest.MonkeyPatch) -> set[int]:
     """Steps (1-based) whose batch is poisoned; fill the returned set."""
     bad: set[int] = set()
-    real_next = trainer.Batches.next
+    real_next = inputs.Batches.next
     calls = {"n": 0}
 
-    def next_batch(self: trainer.Batches):
+    def next_batch(self: inputs.Batches):
         x, y, state = real_next(self)
         calls["n"] += 1  # call k supplies the batch of step k
         if calls["n"] in bad:
@@ -39,8 +39,8 @@ def poison_steps(monkeypatch: pytest.MonkeyPatch) -> set[int]:
             x[0, 0, :] = 0
         return x, y, state
 
-    monkeypatch.setattr(trainer, "TinyGPT", PoisonGPT)
-    monkeypatch.setattr(trainer.Batches, "next", next_batch)
+    monkeypatch.setattr(backend, "TinyGPT", PoisonGPT)
+    monkeypatch.setattr(inputs.Batches, "next", next_batch)
     return bad
 
 

@@ -9,11 +9,12 @@ import pytest
 
 from tinygpt_mlx.train import checkpoint as ck
 from tinygpt_mlx.train import trainer
+from tinygpt_mlx.train.backend import MLXBackend
 
 
 def test_rotation_keeps_best_and_newest(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
     # Validation gets worse after step 2, so `best` stays on an old checkpoint while rotation runs.
-    real_evaluate = trainer.evaluate
+    real_evaluate = MLXBackend.evaluate
     calls = {"n": 0}
 
     def worsening(*args: object, **kwargs: object) -> dict[str, float]:
@@ -21,7 +22,7 @@ def test_rotation_keeps_best_and_newest(make_cfg, monkeypatch: pytest.MonkeyPatc
         calls["n"] += 1
         return {**scores, "val_loss": [5.0, 4.0, 4.5, 4.6, 4.7, 4.8, 4.9, 5.1][calls["n"] - 1]}
 
-    monkeypatch.setattr(trainer, "evaluate", worsening)
+    monkeypatch.setattr(MLXBackend, "evaluate", worsening)
     cfg = make_cfg(eval={"eval_every": 1}, checkpoint={"keep_last_k": 2})
     result = trainer.train(cfg, live=False)
     run = Path(cfg.checkpoint.save_dir)

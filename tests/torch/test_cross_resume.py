@@ -7,17 +7,15 @@ float32 round-off: losses, learning rates, evals and the final weights and optim
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from pathlib import Path
 
-import mlx.core as mx
 import numpy as np
 import pytest
 
 from tinygpt_mlx.train import checkpoint as ck
-from tinygpt_mlx.train import trainer
+from tinygpt_mlx.train import inputs, trainer
 from tinygpt_mlx.train.metrics import read_metrics
 
 pytest.importorskip("torch")
@@ -27,22 +25,22 @@ STEPS, STOP = 12, 6
 
 def interrupt_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
     """SIGINT while step `step` runs: both loops finish it, checkpoint it and stop (exit code 130)."""
-    real_next = trainer.Batches.next
+    real_next = inputs.Batches.next
     calls = {"n": 0}
 
-    def next_batch(self: trainer.Batches):
+    def next_batch(self: inputs.Batches):
         calls["n"] += 1
         if calls["n"] == step + 1:
             os.kill(os.getpid(), signal.SIGINT)
         return real_next(self)
 
-    monkeypatch.setattr(trainer.Batches, "next", next_batch)
+    monkeypatch.setattr(inputs.Batches, "next", next_batch)
 
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory: pytest.TempPathFactory, make_cfg):
-    run_dir = tmp_path_factory.mktemp("straight")
-    return trainer.train(make_cfg(run_dir, "mlx"), live=False), run_dir
+    cfg = make_cfg(tmp_path_factory.mktemp("straight"), "mlx")
+    return trainer.train(cfg, live=False), Path(cfg.checkpoint.save_dir)
 
 
 @pytest.mark.parametrize("first, second", [("torch", "mlx"), ("mlx", "torch")])
@@ -53,7 +51,8 @@ def test_switch_backend_on_resume(straight, make_cfg, tmp_path: Path, monkeypatc
         interrupt_at(patch, STOP)
         a = trainer.train(make_cfg(tmp_path, first), live=False)
     assert (a.step, a.exit_code) == (STOP, 130)
-    ck.verify_checkpoint(tmp_path / ck.step_dir_name(STOP))
+    run = tmp_path / "run"
+    ck.verify_checkpoint(run / ck.step_dir_name(STOP))
     b = trainer.train(make_cfg(tmp_path, second), resume="auto", live=False)
     assert (b.step, b.exit_code) == (STEPS, 0)
     assert sorted(b.losses) == list(range(STOP + 1, STEPS + 1))
@@ -66,9 +65,9 @@ def test_switch_backend_on_resume(straight, make_cfg, tmp_path: Path, monkeypatc
     assert losses[STEPS] < losses[1] - 0.3  # it learned something
 
     # Every checkpoint verifies; the final one carries the whole run's counters and optimizer state.
-    for folder in ck.step_folders(tmp_path):
+    for folder in ck.step_folders(run):
         ck.verify_checkpoint(folder)
-    mine, ref = ck.load_checkpoint(tmp_path), ck.load_checkpoint(full_dir)
+    mine, ref = ck.load_checkpoint(run), ck.load_checkpoint(full_dir)
     assert mine.step == STEPS and mine.state["tokens_seen"] == ref.state["tokens_seen"] == STEPS * 4 * 32 * 2
     assert mine.state["sampler"] == ref.state["sampler"]
     assert mine.weights.keys() == ref.weights.keys() and mine.optimizer_state.keys() == ref.optimizer_state.keys()
@@ -81,7 +80,7 @@ def test_switch_backend_on_resume(straight, make_cfg, tmp_path: Path, monkeypatc
                            rtol=1e-3, atol=1e-6), name
 
     # metrics.jsonl: one train line per step, the same learning rates, evals at 6 and 12, samples from both.
-    records = read_metrics(tmp_path / "metrics.jsonl")
+    records = read_metrics(run / "metrics.jsonl")
     train = [r for r in records if r["type"] == "train"]
     ref_train = read_metrics(full_dir / "metrics.jsonl", "train")
     assert [r["step"] for r in train] == list(range(1, STEPS + 1))
@@ -92,18 +91,3 @@ def test_switch_backend_on_resume(straight, make_cfg, tmp_path: Path, monkeypatc
     ref_evals = [r["val_loss"] for r in read_metrics(full_dir / "metrics.jsonl", "eval")]
     assert evals == pytest.approx(ref_evals, rel=1e-4)
 
-
-def test_torch_resume_is_exact(make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """torch -> torch with dropout on: 6 + 6 equals 12 exactly (the torch RNG rides along in state.json)."""
-    straight_dir, split_dir = tmp_path / "straight", tmp_path / "split"
-    full = trainer.train(make_cfg(straight_dir, "torch", model={"dropout": 0.1}, eval={"sample_n": 0}), live=False)
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, STOP)
-        trainer.train(make_cfg(split_dir, "torch", model={"dropout": 0.1}, eval={"sample_n": 0}), live=False)
-    rest = trainer.train(make_cfg(split_dir, "torch", model={"dropout": 0.1}, eval={"sample_n": 0}),
-                         resume="auto", live=False)
-    assert {s: full.losses[s] for s in rest.losses} == rest.losses
-    state = json.loads((split_dir / "last" / "state.json").read_text())
-    assert set(state["rng"]) == {"python", "numpy", "mlx", "torch"} and state["step"] == STEPS
-    a, b = ck.load_checkpoint(straight_dir), ck.load_checkpoint(split_dir)
-    assert all(mx.array_equal(a.weights[k], b.weights[k]).item() for k in a.weights)

@@ -20,7 +20,7 @@ def test_bfloat16_autocast_keeps_float32_state(make_cfg, tmp_path: Path) -> None
     fp32 = trainer.train(make_cfg(tmp_path / "fp32", "torch", eval={"sample_n": 0}), live=False)
     # bf16 rounds activations (~3 significant digits), so it follows fp32 closely but not exactly.
     assert bf16.losses[12] == pytest.approx(fp32.losses[12], abs=0.05) and bf16.losses[12] != fp32.losses[12]
-    saved = ck.load_checkpoint(tmp_path / "bf16")
+    saved = ck.load_checkpoint(tmp_path / "bf16" / "run")
     assert {v.dtype for v in saved.weights.values()} == {mx.float32}
     assert saved.state["loss_scale"] == {"scale": 1.0, "good_steps": 0}
 

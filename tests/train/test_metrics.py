@@ -1,34 +1,15 @@
-"""metrics.jsonl writing, resume truncation, bits per byte, and the plain / live console."""
+"""metrics.jsonl writing (and the log of ranks that write none), resume truncation, the plain / live console."""
 
 from __future__ import annotations
 
 import io
 import json
-import math
 from pathlib import Path
 
-import pytest
-
-from tinygpt_mlx.train.metrics import (
-    MetricsLog,
-    Reporter,
-    bits_per_byte,
-    perplexity,
-    read_metrics,
-    truncate_after,
-)
+from tinygpt_mlx.train.metrics import MetricsLog, NullLog, Reporter, read_metrics, truncate_after
 
 TRAIN = {"step": 10, "tokens_seen": 640, "loss": 2.5, "lr": 1e-3, "grad_norm": 0.75, "tokens_per_sec": 2400.0,
          "step_ms": 26.7, "peak_memory_bytes": 123, "elapsed_s": 1.5}
-
-
-def test_bits_per_byte_and_ppl() -> None:
-    # A uniform guess over 256 byte values costs ln(256) nats per byte = 8 bits.
-    assert bits_per_byte(100 * math.log(256), 100) == pytest.approx(8.0)
-    # Two bytes per token at 1 nat per token: 1 / (2 ln 2) bits per byte.
-    assert bits_per_byte(10.0, 20) == pytest.approx(1 / (2 * math.log(2)))
-    assert perplexity(math.log(7.0)) == pytest.approx(7.0)
-    assert math.isfinite(perplexity(1e6))
 
 
 def test_log_appends_flushed_lines(tmp_path: Path) -> None:
@@ -44,6 +25,12 @@ def test_log_appends_flushed_lines(tmp_path: Path) -> None:
     assert read_metrics(tmp_path / "metrics.jsonl", "sample")[0]["text"] == "Once upon a time\nthere"
     MetricsLog(tmp_path).close()  # reopening appends, never truncates
     assert len(read_metrics(tmp_path / "metrics.jsonl")) == 3
+
+
+def test_null_log_builds_the_records_the_console_reads() -> None:
+    log = NullLog()
+    assert log.write("eval", step=3, val_loss=2.0) == {"type": "eval", "step": 3, "val_loss": 2.0}
+    log.close()
 
 
 def test_truncate_after_resume_step(tmp_path: Path) -> None:

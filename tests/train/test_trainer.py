@@ -1,4 +1,4 @@
-"""The training loop on real TinyStories text: every run artefact, metric values, best/last, init-from."""
+"""The training loop on the tiny corpus: every run artefact, metric values, best/last, init-from."""
 
 from __future__ import annotations
 
@@ -15,40 +15,35 @@ from tinygpt_mlx.config import ConfigError, from_dict, load_config
 from tinygpt_mlx.device import gpu_available, select_device
 from tinygpt_mlx.errors import UserError
 from tinygpt_mlx.train import checkpoint as ck
+from tinygpt_mlx.train.inputs import total_steps_for
 from tinygpt_mlx.train.metrics import read_metrics
 from tinygpt_mlx.train.schedule import build_schedule
-from tinygpt_mlx.train.trainer import total_steps_for, train
+from tinygpt_mlx.train.trainer import train
 
 B, T = 4, 32
+SECTIONS = {
+    "schedule": {"max_steps": 12, "warmup_steps": 2, "min_lr": 3e-4},
+    "runtime": {"log_interval": 4},
+    "eval": {"eval_every": 6, "eval_subset": 2048, "sample_n": 2, "sample_max_new_tokens": 20},
+    "checkpoint": {"save_every": 6, "keep_last_k": 5},
+}
 
 
-def tiny(run_dir: Path, cache: Path, data_dir: Path, **sections: dict) -> object:
-    """A 2-layer, 32-wide char model on 200 real stories; sections override single keys."""
-    raw = {
-        "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_seq_len": T},
-        "data": {"dataset": "local", "data_dir": str(data_dir), "max_stories": 200, "block_size": T,
-                 "batch_size": B, "cache_dir": str(cache), "num_workers": 1},
-        "optim": {"lr": 3e-3},
-        "schedule": {"max_steps": 12, "warmup_steps": 2, "min_lr": 3e-4},
-        "runtime": {"log_interval": 4},
-        "eval": {"eval_every": 6, "eval_subset": 2048, "sample_n": 2, "sample_max_new_tokens": 20},
-        "checkpoint": {"save_dir": str(run_dir), "save_every": 6, "keep_last_k": 5},
-    }
-    for section, values in sections.items():
-        raw[section] = {**raw.get(section, {}), **values}
-    return from_dict(raw)
+def tiny(root: Path, make_config, **sections: dict) -> object:
+    """The suite's tiny config (2 layers, 32 wide, char tokens) for 12 steps, evals and saves at 6 and 12."""
+    merged = {name: {**SECTIONS.get(name, {}), **sections.get(name, {})} for name in {*SECTIONS, *sections}}
+    return make_config(root, **merged)
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("data_cache")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("trainer")
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory, cache: Path, tinystories_dir: Path):
+def finished(root: Path, make_config):
     """One 12-step run shared by the artefact tests."""
-    run_dir = tmp_path_factory.mktemp("run")
-    cfg = tiny(run_dir, cache, tinystories_dir)
+    cfg = tiny(root, make_config)
     return cfg, train(cfg, live=False)
 
 
@@ -126,21 +121,20 @@ def test_epochs_derive_steps() -> None:
     assert total_steps_for(cfg, 1000) == math.ceil(2 * 1000 / 64)
 
 
-def test_existing_run_needs_resume(finished, cache: Path, tinystories_dir: Path) -> None:
-    cfg, _ = finished
+def test_existing_run_needs_resume(finished, root: Path, make_config) -> None:
     with pytest.raises(UserError, match="already holds checkpoints.*--resume auto"):
-        train(tiny(Path(cfg.checkpoint.save_dir), cache, tinystories_dir), live=False)
+        train(tiny(root, make_config), live=False)
 
 
-def test_unknown_best_by(tmp_path: Path, cache: Path, tinystories_dir: Path) -> None:
+def test_unknown_best_by(tmp_path: Path, make_config) -> None:
     with pytest.raises(ConfigError, match="checkpoint.best_by"):
-        train(tiny(tmp_path, cache, tinystories_dir, checkpoint={"best_by": "accuracy"}), live=False)
+        train(tiny(tmp_path, make_config, checkpoint={"best_by": "accuracy"}), live=False)
 
 
 @pytest.mark.skipif(gpu_available(), reason="asks for a GPU where there is none")
-def test_gpu_device_without_a_gpu_is_a_clear_error(tmp_path: Path, cache: Path, tinystories_dir: Path) -> None:
+def test_gpu_device_without_a_gpu_is_a_clear_error(tmp_path: Path, make_config) -> None:
     with pytest.raises(UserError, match="runtime.device is gpu, but MLX sees no GPU"):
-        train(tiny(tmp_path, cache, tinystories_dir, runtime={"device": "gpu"}), live=False)
+        train(tiny(tmp_path, make_config, runtime={"device": "gpu"}), live=False)
 
 
 def test_runtime_device_choices(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,25 +146,24 @@ def test_runtime_device_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     assert chosen == [mx.cpu, mx.gpu]  # auto keeps MLX's own default
 
 
-def test_init_from_loads_weights_only(finished, tmp_path: Path, cache: Path, tinystories_dir: Path) -> None:
+def test_init_from_loads_weights_only(finished, tmp_path: Path, make_config) -> None:
     cfg, _ = finished
     source = ck.load_checkpoint(cfg.checkpoint.save_dir)
     # One step at learning rate 0 (warmup starts at 0) leaves the loaded weights exactly as they were.
-    tuned_cfg = tiny(tmp_path / "ft", cache, tinystories_dir, schedule={"max_steps": 1, "warmup_steps": 1},
+    tuned_cfg = tiny(tmp_path, make_config, schedule={"max_steps": 1, "warmup_steps": 1},
                      model={"dropout": 0.1}, eval={"sample_n": 0})
     result = train(tuned_cfg, init_from=cfg.checkpoint.save_dir, live=False)
-    tuned = ck.load_checkpoint(tmp_path / "ft")
+    tuned = ck.load_checkpoint(tuned_cfg.checkpoint.save_dir)
     assert result.step == 1 and tuned.state["step"] == 1
     assert all(mx.array_equal(tuned.weights[k], v).item() for k, v in source.weights.items())
     assert tuned.optimizer_state["states.0.step"].item() == 1  # a fresh optimizer
 
 
-def test_init_from_refuses_other_tokenizer_or_shape(finished, tmp_path: Path, cache: Path,
-                                                    tinystories_dir: Path) -> None:
+def test_init_from_refuses_other_tokenizer_or_shape(finished, tmp_path: Path, make_config) -> None:
     cfg, _ = finished
-    wider = tiny(tmp_path / "a", cache, tinystories_dir, model={"d_model": 64})
+    wider = tiny(tmp_path / "a", make_config, model={"d_model": 64})
     with pytest.raises(UserError, match=r"different architecture: model\.d_model 32 -> 64"):
         train(wider, init_from=cfg.checkpoint.save_dir, live=False)
-    fewer = tiny(tmp_path / "b", cache, tinystories_dir, data={"max_stories": 3})
+    fewer = tiny(tmp_path / "b", make_config, data={"max_stories": 3})
     with pytest.raises(UserError, match="tokenizer differs"):
         train(fewer, init_from=cfg.checkpoint.save_dir, live=False)

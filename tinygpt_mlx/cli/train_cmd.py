@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-
 import typer
 
 from tinygpt_mlx.cli.common import app, build_config
-from tinygpt_mlx.cpu.blas import ensure_fast_blas
 
 EPILOG = (
     "Exit codes: 0 done; 2 user error (bad config, corrupt or incompatible checkpoint, non-finite loss); "
@@ -19,13 +14,6 @@ EPILOG = (
     "(default 300); the last checkpoint is intact. Data-parallel: `mlx.launch -n 2 -- tinygpt train -c CFG` "
     "(or --hostfile hosts.json); data.batch_size is the global batch, split evenly over the ranks."
 )
-
-
-def _torch_installed() -> bool:
-    try:
-        return importlib.util.find_spec("torch") is not None
-    except (ValueError, ImportError):  # sys.modules["torch"] = None, as when the extra is blocked
-        return False
 
 
 @app.command("train", epilog=EPILOG)
@@ -47,13 +35,6 @@ def train(
     cfg = build_config(config, override, checkpoint__save_dir=save_dir, runtime__seed=seed,
                        schedule__max_steps=max_steps, data__data_dir=data_dir,
                        runtime__backend=backend)
-    # Only from a real `tinygpt train ...` command line (in-process callers such as tests cannot be re-run).
-    if (cfg.runtime.backend == "torch" and ensure_fast_blas() == "loaded" and sys.argv[1:2] == ["train"]
-            and _torch_installed()):
-        # OpenBLAS loaded with RTLD_GLOBAL for MLX also captures torch's BLAS calls and makes torch's CPU
-        # kernels ~8x slower (measured); the torch path needs MLX only for eval samples, so restart without it.
-        os.execve(sys.executable, [sys.executable, "-m", "tinygpt_mlx", *sys.argv[1:]],
-                  {**os.environ, "TINYGPT_BLAS": "none"})
     from tinygpt_mlx.train.trainer import train as run_training
 
     result = run_training(cfg, resume=resume, init_from=init_from)

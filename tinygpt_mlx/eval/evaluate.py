@@ -1,8 +1,8 @@
 """Checkpoints -> evaluation_results.csv, samples.jsonl and plots: the numbers a run is judged by.
 
-The loss itself is the trainer's `evaluate` (one definition of val_loss/ppl/bpb, so the CSV and the
-training log agree to the last digit on the same windows). This module only finds checkpoints, builds
-the validation set each one must be scored on, and writes the artefacts.
+The scores come from eval/loss.py, which the trainer logs with too, so the CSV and the training log agree
+to the last digit on the same windows. This module finds checkpoints, builds the validation set each one
+must be scored on, and writes the artefacts.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from tinygpt_mlx.config import Config, apply_overrides, from_dict, read_file
 from tinygpt_mlx.data.loader import TokenFile, eval_windows, windows
 from tinygpt_mlx.data.prepare import check_fingerprint, prepare_data
 from tinygpt_mlx.errors import UserError
+from tinygpt_mlx.eval.loss import evaluate, target_bytes
 from tinygpt_mlx.eval.plots import PlotReport, make_plots
 from tinygpt_mlx.eval.samples import sample_records
 from tinygpt_mlx.train import checkpoint as ck
 from tinygpt_mlx.train.metrics import METRICS_FILE, read_metrics
-from tinygpt_mlx.train.trainer import evaluate, target_bytes
 
 RESULTS_FILE = "evaluation_results.csv"
 SAMPLES_FILE = "samples.jsonl"
@@ -113,7 +113,6 @@ def evaluate_checkpoint(folder: Path, cfg: Config, model: Any, tokenizer: Any, s
     start = time.perf_counter()
     scores = evaluate(model, val.x, val.y, val.n_bytes, cfg.data.batch_size)
     seconds = time.perf_counter() - start
-    model.eval()  # the trainer's evaluate hands the model back in training mode
     return {
         "checkpoint": folder.name, "step": int(state["step"]),
         "tokens_seen": int(state.get("tokens_seen", 0)),

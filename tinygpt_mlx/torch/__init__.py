@@ -1,7 +1,7 @@
 """The PyTorch path: the same configs, data, schedule and checkpoint folders, trained with torch (CUDA or CPU).
 
 Only the model (`model.py`), the optimizer and its state mapping (`optim.py`) and the step (`step.py`) are
-torch's own; the loop (`trainer.py`) reuses the MLX trainer's data, checkpoint, metrics and eval pieces.
+torch's own; `backend.py` hands them to the one training loop (train/trainer.py), which is shared.
 This package never imports torch itself: the modules below do, so `import tinygpt_mlx` stays torch-free.
 """
 

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import re
 import shutil
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
-import numpy as np
 import yaml
 from mlx.utils import tree_flatten, tree_unflatten
 
@@ -56,30 +54,6 @@ def step_of(path: Path) -> int | None:
     """The step encoded in a checkpoint folder name, or None for any other name."""
     match = _STEP_RE.match(path.name)
     return int(match.group(1)) if match else None
-
-
-# ---------------------------------------------------------------- RNG state (python, numpy, mlx)
-
-def capture_rng() -> dict[str, Any]:
-    """JSON-able states of the python, numpy and mlx global generators."""
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": [version, list(internal), gauss],
-        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-        "mlx": mx.random.state[0].tolist(),
-    }
-
-
-def restore_rng(rng: dict[str, Any]) -> None:
-    """Put the global generators back to a state from `capture_rng`."""
-    version, internal, gauss = rng["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = rng["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    # mx.random.state cannot be assigned, but seed(s) sets the key to [s >> 32, s & 0xffffffff].
-    hi, lo = rng["mlx"]
-    mx.random.seed((int(hi) << 32) | int(lo))
 
 
 # ---------------------------------------------------------------- writing
@@ -148,7 +122,7 @@ def save_checkpoint_arrays(
     tokenizer: Any,
     state: dict[str, Any],
 ) -> Path:
-    """save_checkpoint from flat name -> array dicts (the backend-neutral form the torch path writes)."""
+    """save_checkpoint from flat name -> array dicts, the form every backend hands over (MLX's names)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     clean_stale(run_dir)

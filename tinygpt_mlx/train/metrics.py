@@ -9,7 +9,6 @@ Record types in metrics.jsonl, each with `type` and `step`:
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -19,16 +18,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 METRICS_FILE = "metrics.jsonl"
-
-
-def bits_per_byte(sum_nats: float, n_bytes: int) -> float:
-    """Bits per UTF-8 byte: total token loss in nats over (ln 2 x bytes of the predicted text)."""
-    return sum_nats / (math.log(2) * n_bytes)
-
-
-def perplexity(mean_nats: float) -> float:
-    """exp(loss), kept finite in JSON (inf would not be valid JSON)."""
-    return math.exp(min(mean_nats, 700.0))
 
 
 def read_metrics(path: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
@@ -84,6 +73,17 @@ class MetricsLog:
     def close(self) -> None:
         """Close the file (further writes fail)."""
         self._file.close()
+
+
+class NullLog:
+    """The metrics log of ranks other than 0: records are built (the console code reads them), not written."""
+
+    def write(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """The record metrics.jsonl would get."""
+        return {"type": kind, **fields}
+
+    def close(self) -> None:
+        """Nothing to close."""
 
 
 def _duration(seconds: float) -> str:
