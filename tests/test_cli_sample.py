@@ -13,7 +13,6 @@ from pathlib import Path
 import mlx.core as mx
 import pytest
 
-from tinygpt_mlx.config import from_dict
 from tinygpt_mlx.model import TinyGPT
 from tinygpt_mlx.tokenizers.char import train_char
 from tinygpt_mlx.train import checkpoint as ck
@@ -28,10 +27,10 @@ def tinygpt(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
-def save_known_logits(run: Path, favourite: str | None) -> Path:
+def save_known_logits(run: Path, favourite: str | None, make_config) -> Path:
     """A checkpoint whose logits favour `favourite` (None: EOS) by 3 nats over a near-flat rest."""
-    cfg = from_dict({"model": {"d_model": D, "n_layers": 1, "n_heads": 2, "max_seq_len": 16},
-                     "data": {"block_size": 16}, "schedule": {"max_steps": 2, "warmup_steps": 0}})
+    cfg = make_config(run, model={"d_model": D, "n_layers": 1, "max_seq_len": 16}, data={"block_size": 16},
+                      schedule={"max_steps": 2, "warmup_steps": 0})
     tok = train_char(["a cat sat on a mat"])
     mx.random.seed(0)
     model = TinyGPT(cfg.model, tok.vocab_size)
@@ -50,10 +49,10 @@ def save_known_logits(run: Path, favourite: str | None) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(tmp_path_factory: pytest.TempPathFactory, make_config) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sample")
-    save_known_logits(root / "m", "m")
-    save_known_logits(root / "eos", None)
+    save_known_logits(root / "m", "m", make_config)
+    save_known_logits(root / "eos", None, make_config)
     return {"m": root / "m", "eos": root / "eos"}
 
 
