@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from tinygpt_mlx.interop.migrate import migrate_if_old
 
 T = TypeVar("T")
 
@@ -210,6 +213,7 @@ class Config:
 SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Config)}
 _SECTION_TYPES = typing.get_type_hints(Config)
 
+SHORT_RUN_STEPS = 100  # a run this short is a smoke test: a longer warmup is clamped to it, not refused
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.name": ("tiny_gpt",),
     "data.dataset": ("tinystories", "local"),
@@ -372,7 +376,11 @@ def validate(cfg: Config) -> list[str]:
         problems.append("set schedule.max_steps or schedule.epochs")
     if s.warmup_steps < 0:
         problems.append(f"schedule.warmup_steps must be >= 0, got {s.warmup_steps}")
-    if s.max_steps is not None and s.warmup_steps > s.max_steps:
+    if s.max_steps is not None and s.warmup_steps > s.max_steps and s.max_steps <= SHORT_RUN_STEPS:
+        print(f"note: schedule.warmup_steps {s.warmup_steps} clamped to this short run's {s.max_steps} steps",
+              file=sys.stderr)
+        s.warmup_steps = s.max_steps
+    elif s.max_steps is not None and s.warmup_steps > s.max_steps:
         problems.append(f"schedule.warmup_steps ({s.warmup_steps}) must not exceed schedule.max_steps ({s.max_steps})")
     if s.min_lr < 0 or (o.lr > 0 and s.min_lr > o.lr):
         problems.append(f"schedule.min_lr ({s.min_lr}) must be between 0 and optim.lr ({o.lr})")
@@ -408,8 +416,8 @@ def check_vocab(cfg: Config, tokenizer_vocab_size: int) -> None:
         ])
 
 
-def read_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON config file into a dict."""
+def read_file(path: str | Path, migrate: bool = True) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a dict; an original TinyGPT config is translated (migrate)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"config file not found: {path}"])
@@ -419,7 +427,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError([f"cannot parse {path}: {first_line}"]) from None
-    return raw or {}
+    return migrate_if_old(raw or {}, path) if migrate else raw or {}
 
 
 def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

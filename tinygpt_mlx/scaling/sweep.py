@@ -19,6 +19,7 @@ from typing import Any
 
 from tinygpt_mlx.config import Config, ConfigError, deep_merge, from_dict, read_file
 from tinygpt_mlx.errors import UserError
+from tinygpt_mlx.interop.migrate import sweep_if_old
 
 MODES = ("cross", "zip")
 SWEEP_KEYS = ("base_config", "mode", "grid", "overrides", "token_budget", "description")
@@ -53,7 +54,7 @@ class Sweep:
 def load_sweep(path: str | Path) -> Sweep:
     """Read and check a sweep file (the run configs are checked by `expand`)."""
     path = Path(path)
-    raw = read_file(path)
+    raw = sweep_if_old(read_file(path, migrate=False), path)  # an original `sweep:` block -> this format
     problems = [f"unknown sweep key '{k}' (expected {', '.join(SWEEP_KEYS)})" for k in raw if k not in SWEEP_KEYS]
     if "base_config" not in raw:
         problems.append("a sweep file needs base_config: the config every run starts from")
