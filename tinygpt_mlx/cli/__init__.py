@@ -18,6 +18,7 @@ def _register() -> None:
     # Each command group lives in its own module so commands stay small and independent.
     from tinygpt_mlx.cli import (  # noqa: F401
         bench_cmd,
+        config_cmd,
         data_cmd,
         env_cmd,
         eval_cmd,
