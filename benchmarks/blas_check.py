@@ -14,6 +14,7 @@ import statistics
 import time
 
 import tinygpt_mlx  # noqa: F401 - loads the fast BLAS before mlx.core
+
 import mlx.core as mx  # isort: skip
 import numpy as np
 from threadpoolctl import threadpool_info
