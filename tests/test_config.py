@@ -145,3 +145,18 @@ def test_unreadable_files(tmp_path):
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="cannot parse"):
         load_config(bad)
+
+
+def test_configuration_page_lists_every_key():
+    import dataclasses
+    import re
+    import typing
+    from pathlib import Path
+
+    from tinygpt_mlx.seal.config import SealConfig
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    documented = {m.group(1): set(re.findall(r"^\| `(\w+)` \|", m.group(2), re.M))
+                  for m in re.finditer(r"^### `(\w+)`\n(.*?)(?=^### |\Z)", page, re.M | re.S)}
+    sections = {**typing.get_type_hints(Config), "seal": SealConfig}
+    assert documented == {name: {f.name for f in dataclasses.fields(cls)} for name, cls in sections.items()}
