@@ -76,6 +76,25 @@ class Run:
 def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
           live: bool | None = None) -> TrainResult:
     """Train cfg's model; `resume` is 'auto' or a checkpoint path, `init_from` a checkpoint for weights only."""
+    run = start_run(cfg, resume, init_from, live)
+    with StopRequest() as stop:
+        try:
+            loop(run, stop)
+        finally:
+            run.reporter.close()
+            run.metrics.close()
+    state, result = run.state, run.result
+    if stop.requested and run.world.is_main:
+        print(f"stopped by signal {stop.signum} at step {state.step}; checkpoint {result.last_checkpoint}; "
+              f"continue with --resume auto", flush=True)
+    result.step, result.tokens_seen, result.exit_code = state.step, state.tokens_seen, stop.exit_code
+    if (result.run_dir / "best").is_symlink():
+        result.best_checkpoint = result.run_dir / os.readlink(result.run_dir / "best")
+    return result
+
+
+def start_run(cfg: Config, resume: str | None, init_from: str | None, live: bool | None) -> Run:
+    """Everything up to the first step: backend, data, weights, restored state, run files, console."""
     world = World.init()  # the ranks of an mlx.launch, or a world of one
     if cfg.checkpoint.best_by not in BEST_BY:
         raise ConfigError([f"checkpoint.best_by = {cfg.checkpoint.best_by!r} is not one of {', '.join(BEST_BY)}"])
@@ -106,26 +125,13 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
         write_run_files(cfg, run_dir, backend)
 
     reporter = Reporter(state.total_steps, state.step, live=live if world.is_main else False, stream=quiet)
-    result = TrainResult(run_dir, state.step, state.total_steps, state.tokens_seen)
-    run = Run(cfg, world, backend, inputs, state, MetricsLog(run_dir) if world.is_main else NullLog(), reporter,
-              result, started=time.time() - state.elapsed_s)
     ranks = (f" on {world.size} ranks ({cfg.data.batch_size // world.size} sequences each per micro-batch)"
              if world.size > 1 else "")
     reporter.message(f"training {backend.num_params():,} parameters for {state.total_steps} steps "
                      f"({inputs.tokens_per_step:,} tokens/step){ranks}{backend.describe()} into {run_dir}")
-    with StopRequest() as stop:
-        try:
-            loop(run, stop)
-        finally:
-            reporter.close()
-            run.metrics.close()
-    if stop.requested and world.is_main:
-        print(f"stopped by signal {stop.signum} at step {state.step}; checkpoint {result.last_checkpoint}; "
-              f"continue with --resume auto", flush=True)
-    result.step, result.tokens_seen, result.exit_code = state.step, state.tokens_seen, stop.exit_code
-    if (run_dir / "best").is_symlink():
-        result.best_checkpoint = run_dir / os.readlink(run_dir / "best")
-    return result
+    return Run(cfg, world, backend, inputs, state, MetricsLog(run_dir) if world.is_main else NullLog(), reporter,
+               TrainResult(run_dir, state.step, state.total_steps, state.tokens_seen),
+               started=time.time() - state.elapsed_s)
 
 
 def make_backend(cfg: Config, world: World, say: Any) -> Backend:
