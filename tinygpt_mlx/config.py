@@ -39,7 +39,9 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name: str = "tiny_gpt"
-    """Architecture name; only `tiny_gpt` (GPT-2 style decoder) exists."""
+    """Model family name; only `tiny_gpt` exists (model.arch picks its architecture)."""
+    arch: str = "gpt2"
+    """`gpt2` (learned positions, LayerNorm, GELU MLP) or `llama` (RoPE, RMSNorm, SwiGLU MLP, no biases)."""
     vocab_size: int | None = None
     """Output vocabulary; null takes the tokenizer's size (it may be larger, never smaller)."""
     d_model: int = 256
@@ -48,20 +50,24 @@ class ModelConfig:
     """Number of transformer blocks."""
     n_heads: int = 4
     """Attention heads per block; must divide d_model."""
+    n_kv_heads: int | None = None
+    """llama only: key/value heads (grouped-query attention); must divide n_heads; null = n_heads."""
+    rope_theta: float = 10000.0
+    """llama only: RoPE base frequency."""
     max_seq_len: int = 256
-    """Learned position table length: the longest context the model can see."""
+    """The longest context the model can see (gpt2: the learned position table's length)."""
     dropout: float = 0.0
     """Dropout on embeddings, attention output and MLP output (training only)."""
     tie_embeddings: bool = True
     """Share the token embedding with the output head (GPT-2 does)."""
     bias: bool = True
-    """Biases in linear layers and layer norms (GPT-2 has them)."""
+    """Biases in linear layers and layer norms (GPT-2 has them; llama never does)."""
     mlp_ratio: float = 4.0
     """MLP hidden width as a multiple of d_model, used when d_ff is null."""
     d_ff: int | None = None
     """Explicit MLP hidden width; overrides mlp_ratio."""
     layer_norm_eps: float = 1e-5
-    """LayerNorm epsilon (GPT-2: 1e-5)."""
+    """Epsilon of the LayerNorms (gpt2) or RMSNorms (llama)."""
 
     @property
     def hidden_dim(self) -> int:
@@ -216,6 +222,7 @@ _SECTION_TYPES = typing.get_type_hints(Config)
 SHORT_RUN_STEPS = 100  # a run this short is a smoke test: a longer warmup is clamped to it, not refused
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.name": ("tiny_gpt",),
+    "model.arch": ("gpt2", "llama"),
     "data.dataset": ("tinystories", "local"),
     "data.tokenizer": ("char", "bpe", "gpt2"),
     "optim.optimizer": ("adamw", "adam", "sgd"),
@@ -370,6 +377,15 @@ def validate(cfg: Config) -> list[str]:
             problems.append(f"{name} must be positive, got {value}")
     if m.n_heads > 0 and m.d_model % m.n_heads != 0:
         problems.append(f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
+    if m.n_kv_heads is not None and m.arch != "llama":
+        problems.append(f"model.n_kv_heads is for model.arch llama (grouped-query attention), not {m.arch!r}")
+    elif m.n_kv_heads is not None and (m.n_kv_heads <= 0 or m.n_heads % m.n_kv_heads):
+        problems.append(f"model.n_kv_heads ({m.n_kv_heads}) must be positive and divide model.n_heads ({m.n_heads})")
+    if m.arch == "llama" and m.n_heads > 0 and (m.d_model // m.n_heads) % 2:
+        problems.append(f"model.arch llama needs an even head size for RoPE, got d_model / n_heads = "
+                        f"{m.d_model // m.n_heads}")
+    if m.rope_theta <= 0:
+        problems.append(f"model.rope_theta must be positive, got {m.rope_theta}")
     if d.block_size > m.max_seq_len:
         problems.append(f"data.block_size ({d.block_size}) must not exceed model.max_seq_len ({m.max_seq_len})")
     if s.max_steps is None and s.epochs is None:
