@@ -16,7 +16,6 @@ import mlx.core as mx
 import pytest
 from mlx.utils import tree_flatten, tree_unflatten
 
-from tinygpt_mlx.config import from_dict
 from tinygpt_mlx.model import TinyGPT
 from tinygpt_mlx.tokenizers.char import train_char
 from tinygpt_mlx.train.checkpoint import save_checkpoint
@@ -67,18 +66,17 @@ def widen(model: TinyGPT, seed: int, std: float = 0.3) -> None:
 
 
 @pytest.fixture
-def make_checkpoint(tmp_path: Path) -> Callable[..., tuple[Path, TinyGPT, object]]:
+def make_checkpoint(tmp_path: Path, make_config) -> Callable[..., tuple[Path, TinyGPT, object]]:
     """make_checkpoint(**model_options) -> (run folder, model, char tokenizer)."""
     counter = iter(range(100))
 
     def make(**model: object) -> tuple[Path, TinyGPT, object]:
         tok = train_char([TEXT])
-        cfg = from_dict({"model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_seq_len": 64, **model},
-                         "data": {"block_size": 32}, "schedule": {"max_steps": 4, "warmup_steps": 0}})
+        run = tmp_path / f"run{next(counter)}"
+        cfg = make_config(run, model={"max_seq_len": 64, **model}, schedule={"max_steps": 4, "warmup_steps": 0})
         net = TinyGPT(cfg.model, cfg.model.vocab_size or tok.vocab_size)
         widen(net, seed=len(tree_flatten(net.parameters())))
         net.eval()
-        run = tmp_path / f"run{next(counter)}"
         save_checkpoint(run, 3, net, build_optimizer(cfg, 4), cfg, tok, {"step": 3, "tokens_seen": 96})
         return run, net, tok
 

@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from tinygpt_mlx.cli import main
-from tinygpt_mlx.config import Config, DataConfig, ModelConfig
 from tinygpt_mlx.seal.records import read_records
 from tinygpt_mlx.train.checkpoint import save_checkpoint
 
@@ -40,9 +39,8 @@ def run(capsys, monkeypatch):
     return call
 
 
-def test_adapt_then_analyze_from_a_checkpoint(model, tokenizer, tiny_corpus, tmp_path, run):
-    cfg = Config(model=ModelConfig(d_model=32, n_layers=1, n_heads=2, max_seq_len=256),
-                 data=DataConfig(dataset="local", data_dir=str(tiny_corpus), tokenizer="char"))
+def test_adapt_then_analyze_from_a_checkpoint(model, tokenizer, tiny_corpus, tmp_path, run, make_config):
+    cfg = make_config(tmp_path, model={"n_layers": 1, "max_seq_len": 256})  # the seal fixtures' model
     optimizer = optim.Adam(learning_rate=1e-3)
     optimizer.init(model.trainable_parameters())
     save_checkpoint(tmp_path / "ckpt", 10, model, optimizer, cfg, tokenizer, {"step": 10})
