@@ -1,14 +1,17 @@
-"""What every interop format shares: GPT-2's config keys, its Conv1D weight names, and output folders.
+"""What every interop format shares: GPT-2's config keys, its Conv1D weight names, the export source and
+the output folder (written whole or not at all).
 
 TinyGPT already uses GPT-2's parameter names, so mlx-lm and Hugging Face differ from us only in a name
 prefix, in the Conv1D layout (`[in, out]`, the transpose of MLX's `nn.Linear` `[out, in]`) and in which
-options they can express. Shapes always come from a TinyGPT built lazily from the config (nothing is
-computed until evaluated), so these checks can never drift from model.py.
+options they can express (the llama arch's names are theirs too: hf_llama.py). Shapes always come from a
+TinyGPT built lazily from the config (nothing is computed until evaluated), so these checks can never
+drift from model.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -96,6 +99,15 @@ def check_vocab_rows(rows: int, tokenizer_vocab: int, where: str) -> None:
     if rows < tokenizer_vocab:
         raise UserError(f"vocabulary mismatch in {where}: the tokenizer has {tokenizer_vocab} tokens but the "
                         f"embedding has only {rows} rows")
+
+
+def write_model_folder(folder: Path, weights: dict[str, mx.array], config: dict[str, Any], tokenizer: Any,
+                       metadata_format: str) -> None:
+    """model.safetensors (metadata `format` as given), config.json and the tokenizer files into folder."""
+    tensors = {name: mx.contiguous(value) for name, value in weights.items()}  # transposed views included
+    mx.save_safetensors(str(folder / "model.safetensors"), tensors, metadata={"format": metadata_format})
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    tokenizer.save(folder)  # tokenizer.json + tokenizer_config.json, which transformers and mlx-lm read
 
 
 @contextmanager

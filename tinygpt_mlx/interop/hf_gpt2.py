@@ -22,10 +22,10 @@ from tinygpt_mlx.interop.common import (
     check_vocab_rows,
     gpt2_config,
     is_conv1d,
-    load_export_source,
     output_folder,
     param_shapes,
     with_zero_biases,
+    write_model_folder,
 )
 
 BODY = "transformer."
@@ -50,19 +50,14 @@ def to_hf(weights: dict[str, mx.array]) -> dict[str, mx.array]:
     return out
 
 
-def export_hf(checkpoint: str | Path, output: str | Path) -> Path:
-    """Write a GPT2LMHeadModel folder (config.json, model.safetensors, tokenizer files) for checkpoint."""
-    ckpt, tokenizer = load_export_source(checkpoint)
+def export_hf(ckpt: Any, tokenizer: Any, output: str | Path) -> Path:
+    """Write a GPT2LMHeadModel folder (config.json, model.safetensors, tokenizer files) for a GPT-2 checkpoint."""
     cfg = ckpt.cfg.model
     # HF's GPT-2 always has biases; zeros reproduce bias = false exactly. Everything else maps one to one.
     weights = with_zero_biases(cfg, ckpt.vocab_size, ckpt.weights) if not cfg.bias else ckpt.weights
-    hf = {k: mx.contiguous(v) for k, v in to_hf(weights).items()}
     with output_folder(output) as tmp:
         # transformers refuses safetensors whose metadata format is not "pt" (or tf/flax/mlx).
-        mx.save_safetensors(str(tmp / SAFETENSORS), hf, metadata={"format": "pt"})
-        config = gpt2_config(cfg, ckpt.vocab_size, tokenizer.eos_id)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        tokenizer.save(tmp)
+        write_model_folder(tmp, to_hf(weights), gpt2_config(cfg, ckpt.vocab_size, tokenizer.eos_id), tokenizer, "pt")
     return Path(output)
 
 

@@ -1,21 +1,22 @@
-"""Export a checkpoint as an mlx-lm `gpt2` model folder that `mlx_lm.load(DIR)` reads as it is.
+"""Export a checkpoint as an mlx-lm `gpt2` or `llama` model folder that `mlx_lm.load(DIR)` reads as it is.
 
 mlx-lm's gpt2 (mlx_lm/models/gpt2.py) is TinyGPT with three things fixed: the output head is tied to
 `wte`, the MLP is 4 x n_embd wide, and every Linear and LayerNorm has a bias. Its `sanitize` transposes
 Conv1D weights only when they arrive without the `model.` prefix (Hugging Face files), so we write every
 weight as `model.<our name>` in MLX's own [out, in] layout and sanitize passes them through untouched.
+mlx-lm's llama expresses every option of our llama arch and reads the Hugging Face folder (hf_llama.py).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import mlx.core as mx
+from typing import Any
 
 from tinygpt_mlx.config import ModelConfig
 from tinygpt_mlx.errors import UserError
-from tinygpt_mlx.interop.common import gpt2_config, load_export_source, output_folder, with_zero_biases
+from tinygpt_mlx.interop.common import gpt2_config, output_folder, with_zero_biases, write_model_folder
+from tinygpt_mlx.interop.hf_llama import llama_config, llama_weights
 
 PREFIX = "model."  # mlx-lm's gpt2.Model holds the GPT-2 body as `self.model`
 
@@ -33,21 +34,21 @@ def mlx_lm_problems(cfg: ModelConfig) -> list[str]:
     return problems
 
 
-def export_mlx_lm(checkpoint: str | Path, output: str | Path) -> Path:
-    """Write config.json, model.safetensors and the tokenizer files of checkpoint into the folder output."""
-    ckpt, tokenizer = load_export_source(checkpoint)
+def export_mlx_lm(ckpt: Any, tokenizer: Any, output: str | Path) -> Path:
+    """Write config.json, model.safetensors and the tokenizer files of a loaded checkpoint into the folder output."""
     cfg = ckpt.cfg.model
-    problems = mlx_lm_problems(cfg)
-    if problems:
-        raise UserError(f"cannot export {ckpt.path} to mlx-lm exactly: {'; '.join(problems)}; "
-                        "use --format hf, whose GPT-2 expresses these")
-    weights = with_zero_biases(cfg, ckpt.vocab_size, ckpt.weights) if not cfg.bias else ckpt.weights
-    with output_folder(output) as tmp:
-        mx.save_safetensors(str(tmp / "model.safetensors"), {PREFIX + k: v for k, v in weights.items()},
-                            metadata={"format": "mlx"})
+    if cfg.arch == "llama":
+        weights, config = llama_weights(ckpt.weights), llama_config(cfg, ckpt.vocab_size, tokenizer.eos_id)
+    else:
+        problems = mlx_lm_problems(cfg)
+        if problems:
+            raise UserError(f"cannot export {ckpt.path} to mlx-lm exactly: {'; '.join(problems)}; "
+                            "use --format hf, whose GPT-2 expresses these")
+        weights = with_zero_biases(cfg, ckpt.vocab_size, ckpt.weights) if not cfg.bias else ckpt.weights
+        weights = {PREFIX + k: v for k, v in weights.items()}
         config = gpt2_config(cfg, ckpt.vocab_size, tokenizer.eos_id)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        tokenizer.save(tmp)  # tokenizer.json + tokenizer_config.json, which mlx-lm's loader reads
+    with output_folder(output) as tmp:
+        write_model_folder(tmp, weights, config, tokenizer, "mlx")
         exact_text_decoder(tmp / "tokenizer.json")
     return Path(output)
 
