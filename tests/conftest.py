@@ -1,6 +1,6 @@
 """Suite-wide fixtures: the tiny committed corpus, the one tiny-config factory, and the shared real data.
 
-Unit tests run on `tests/data/tiny` (36 short stories written for this repository) and need nothing else.
+Unit tests run on `tests/data/tiny` (37 short stories written for this repository) and need nothing else.
 Tests that need the real TinyStories excerpt or the GPT-2 BPE files take `tinystories_dir` / `gpt2_bpe_dir`
 from ../shared/data: they are marked `slow` automatically, and skip where that folder is absent, so
 `pytest -m "not slow"` runs anywhere.
@@ -60,7 +60,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_corpus() -> Path:
-    """The committed tiny corpus: tinystories_train.txt (24 stories) and tinystories_valid.txt (12)."""
+    """The committed tiny corpus: tinystories_train.txt (24 stories) and tinystories_valid.txt (13)."""
     return TINY_CORPUS
 
 

@@ -1,4 +1,4 @@
-"""The seed playbook's entry point, kept as an alias of `tinygpt scaling fit`.
+"""An alias of `tinygpt scaling fit` under the original TinyGPT repository's command line, so its scripts run as they are.
 
     python -m tinygpt_mlx.analyze_scaling --checkpoint_dirs runs/a runs/b --output_dir results/scaling
 """
