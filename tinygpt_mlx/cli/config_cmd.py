@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 import yaml
 
-from tinygpt_mlx.cli import app
-from tinygpt_mlx.cli.common import build_config, console
+from tinygpt_mlx.cli.common import app, build_config, console
 
 config_app = typer.Typer(help="Inspect configs; translate the original TinyGPT layout.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
