@@ -2,7 +2,7 @@
 
 The layer itself is mlx-lm's tuner `LoRALinear` (y = W x + scale * B A x with A uniform, B zero): it wraps
 an `nn.Linear` as `.linear`, so the base weights stay where they were and removing an adapter gives back
-the exact base layer. mlx-lm picks target layers per model type; TinyGPT's GPT-2 names are chosen here.
+the exact base layer. mlx-lm picks target layers per model type; here each `model.arch` has its table.
 Scale is alpha / rank (the LoRA paper's convention), so changing the rank does not change the update size.
 """
 
@@ -25,7 +25,7 @@ __all__ = ["LoRALinear", "apply_lora", "fuse_lora", "load_adapters", "lora_layer
 
 # Short names hit every layer called that ("c_proj" is both the attention and the MLP output);
 # dotted names pick one of them.
-MODULE_PATHS: dict[str, tuple[str, ...]] = {
+GPT2_PATHS: dict[str, tuple[str, ...]] = {
     "c_attn": ("attn.c_attn",),
     "c_proj": ("attn.c_proj", "mlp.c_proj"),
     "c_fc": ("mlp.c_fc",),
@@ -34,6 +34,16 @@ MODULE_PATHS: dict[str, tuple[str, ...]] = {
     "mlp.c_fc": ("mlp.c_fc",),
     "mlp.c_proj": ("mlp.c_proj",),
 }
+_Q, _K, _V, _O = (f"self_attn.{p}_proj" for p in "qkvo")
+_GATE, _UP, _DOWN = (f"mlp.{p}_proj" for p in ("gate", "up", "down"))
+# GPT-2's names pick the llama layers in the same role, so one module list (SEAL's default) fits both.
+LLAMA_PATHS: dict[str, tuple[str, ...]] = {
+    "q_proj": (_Q,), "k_proj": (_K,), "v_proj": (_V,), "o_proj": (_O,),
+    "gate_proj": (_GATE,), "up_proj": (_UP,), "down_proj": (_DOWN,),
+    "c_attn": (_Q, _K, _V), "c_proj": (_O, _DOWN), "c_fc": (_GATE, _UP),
+    "attn.c_attn": (_Q, _K, _V), "attn.c_proj": (_O,), "mlp.c_fc": (_GATE, _UP), "mlp.c_proj": (_DOWN,),
+}
+MODULE_PATHS: dict[str, dict[str, tuple[str, ...]]] = {"gpt2": GPT2_PATHS, "llama": LLAMA_PATHS}
 DEFAULT_MODULES = ("c_attn", "c_proj", "c_fc")
 ADAPTER_WEIGHTS = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -56,14 +66,19 @@ LORA_ARG_NAMES = {"modules": "LoRA modules", "rank": "LoRA rank", "alpha": "LoRA
 
 
 def check_lora_args(modules: Sequence[str], rank: int, alpha: float, dropout: float,
-                    last_k_layers: int | None, names: dict[str, str] | None = None) -> list[str]:
-    """Every problem with a LoRA setting (empty when sound); names says what to call each setting."""
+                    last_k_layers: int | None, names: dict[str, str] | None = None,
+                    arch: str | None = None) -> list[str]:
+    """Every problem with a LoRA setting (empty when sound); names says what to call each setting.
+
+    Modules are checked against arch's layer names, or against every architecture's when arch is None.
+    """
     n = {**LORA_ARG_NAMES, **(names or {})}
     problems = []
-    unknown = [m for m in modules if m not in MODULE_PATHS]
+    known = MODULE_PATHS[arch] if arch is not None else {m: () for table in MODULE_PATHS.values() for m in table}
+    unknown = [m for m in modules if m not in known]
     if unknown:
-        problems.append(f"{n['modules']}: unknown LoRA module(s) {', '.join(map(repr, unknown))}; "
-                        f"choose from {', '.join(MODULE_PATHS)}")
+        problems.append(f"{n['modules']}: unknown LoRA module(s) {', '.join(map(repr, unknown))}"
+                        f"{f' for model.arch {arch}' if arch else ''}; choose from {', '.join(known)}")
     if not modules:
         problems.append(f"{n['modules']} must name at least one module")
     if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
@@ -77,17 +92,22 @@ def check_lora_args(modules: Sequence[str], rank: int, alpha: float, dropout: fl
     return problems
 
 
-def _targets(model: nn.Module, modules: Sequence[str], last_k_layers: int | None) -> list[tuple[str, nn.Module, str]]:
-    """(dotted path, parent module, attribute) triples, in layer order, for every linear layer the settings name."""
-    blocks = list(enumerate(model.h))
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    return model.layers if model.cfg.arch == "llama" else model.h
+
+
+def _targets(model: nn.Module, modules: Sequence[str], last_k_layers: int | None) -> list[tuple[nn.Module, str]]:
+    """(parent module, attribute) pairs, in layer order, for every linear layer the settings name."""
+    blocks = _blocks(model)
     if last_k_layers is not None:
         blocks = blocks[-last_k_layers:]
-    paths = sorted({p for m in modules for p in MODULE_PATHS[m]})
+    table = MODULE_PATHS[model.cfg.arch]
+    paths = sorted({p for m in modules for p in table[m]})
     out = []
-    for i, block in blocks:
+    for block in blocks:
         for path in paths:
             parent_name, leaf = path.split(".")
-            out.append((f"h.{i}.{path}", getattr(block, parent_name), leaf))
+            out.append((getattr(block, parent_name), leaf))
     return out
 
 
@@ -105,13 +125,13 @@ def apply_lora(
     dropout: float = 0.0,
 ) -> nn.Module:
     """Freeze model and wrap the named linear layers of the last k blocks (all when None) in LoRA layers."""
-    problems = check_lora_args(modules, rank, alpha, dropout, last_k_layers)
+    problems = check_lora_args(modules, rank, alpha, dropout, last_k_layers, arch=model.cfg.arch)
     if problems:
         raise UserError("; ".join(problems))
     if lora_layers(model):
         raise UserError("the model already has LoRA layers; remove_lora or fuse_lora them first")
     model.freeze()
-    for _, parent, leaf in _targets(model, modules, last_k_layers):
+    for parent, leaf in _targets(model, modules, last_k_layers):
         layer = LoRALinear.from_base(getattr(parent, leaf), r=rank, dropout=dropout, scale=alpha / rank)
         parent.update_modules({leaf: layer})
     # Remember the settings on the model so save_adapters can describe what it writes.
@@ -156,7 +176,7 @@ def save_adapters(model: nn.Module, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     mx.save_safetensors(str(directory / ADAPTER_WEIGHTS), adapter_weights(model))
-    config = {"format": ADAPTER_FORMAT, "n_layers": len(model.h), **asdict(settings)}
+    config = {"format": ADAPTER_FORMAT, "n_layers": len(_blocks(model)), **asdict(settings)}
     config["modules"] = list(settings.modules)
     # Config last: a folder with a config is a complete adapter.
     (directory / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
@@ -172,9 +192,9 @@ def load_adapters(model: nn.Module, directory: str | Path) -> nn.Module:
     config = json.loads(config_path.read_text())
     if config.get("format") != ADAPTER_FORMAT:
         raise UserError(f"{config_path} has format {config.get('format')!r}, expected {ADAPTER_FORMAT!r}")
-    if config["n_layers"] != len(model.h):
+    if config["n_layers"] != len(_blocks(model)):
         raise UserError(f"adapters in {directory} were made for {config['n_layers']} layers, "
-                        f"the model has {len(model.h)}")
+                        f"the model has {len(_blocks(model))}")
     apply_lora(model, config["modules"], config["last_k_layers"], config["rank"], config["alpha"],
                config["dropout"])
     weights = mx.load(str(weights_path))

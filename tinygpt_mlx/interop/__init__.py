@@ -1,4 +1,4 @@
-"""Interop: export checkpoints to mlx-lm and Hugging Face (GPT-2 or Llama), import Hugging Face GPT-2 checkpoints."""
+"""Interop: export checkpoints to mlx-lm and Hugging Face (GPT-2 or Llama); import Hugging Face GPT-2."""
 
 from __future__ import annotations
 

@@ -51,13 +51,14 @@ def to_hf(weights: dict[str, mx.array]) -> dict[str, mx.array]:
 
 
 def export_hf(ckpt: Any, tokenizer: Any, output: str | Path) -> Path:
-    """Write a GPT2LMHeadModel folder (config.json, model.safetensors, tokenizer files) for a GPT-2 checkpoint."""
+    """Write a GPT2LMHeadModel folder (config.json, model.safetensors, tokenizer files) for a GPT-2 ckpt."""
     cfg = ckpt.cfg.model
     # HF's GPT-2 always has biases; zeros reproduce bias = false exactly. Everything else maps one to one.
     weights = with_zero_biases(cfg, ckpt.vocab_size, ckpt.weights) if not cfg.bias else ckpt.weights
     with output_folder(output) as tmp:
         # transformers refuses safetensors whose metadata format is not "pt" (or tf/flax/mlx).
-        write_model_folder(tmp, to_hf(weights), gpt2_config(cfg, ckpt.vocab_size, tokenizer.eos_id), tokenizer, "pt")
+        config = gpt2_config(cfg, ckpt.vocab_size, tokenizer.eos_id)
+        write_model_folder(tmp, to_hf(weights), config, tokenizer, "pt")
     return Path(output)
 
 

@@ -57,7 +57,7 @@ def llama_weights(weights: dict[str, mx.array]) -> dict[str, mx.array]:
 
 
 def export_hf_llama(ckpt: Any, tokenizer: Any, output: str | Path) -> Path:
-    """Write a LlamaForCausalLM folder (config.json, model.safetensors, tokenizer files) for a llama checkpoint."""
+    """Write a LlamaForCausalLM folder (config.json, model.safetensors, tokenizer files) for a llama ckpt."""
     with output_folder(output) as tmp:
         config = llama_config(ckpt.cfg.model, ckpt.vocab_size, tokenizer.eos_id)
         # transformers refuses safetensors whose metadata format is not "pt" (or tf/flax/mlx).

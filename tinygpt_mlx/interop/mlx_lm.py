@@ -35,7 +35,7 @@ def mlx_lm_problems(cfg: ModelConfig) -> list[str]:
 
 
 def export_mlx_lm(ckpt: Any, tokenizer: Any, output: str | Path) -> Path:
-    """Write config.json, model.safetensors and the tokenizer files of a loaded checkpoint into the folder output."""
+    """Write config.json, model.safetensors and the tokenizer files of a loaded ckpt into the folder output."""
     cfg = ckpt.cfg.model
     if cfg.arch == "llama":
         weights, config = llama_weights(ckpt.weights), llama_config(cfg, ckpt.vocab_size, tokenizer.eos_id)

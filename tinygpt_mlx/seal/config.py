@@ -79,7 +79,7 @@ class SealConfig:
     reward_rank: int | None = None
     """Rank whose result is the reward; null takes the first of ranks."""
     lora_modules: list[str] = field(default_factory=lambda: ["c_attn", "c_proj", "c_fc"])
-    """Layers that get adapters: c_attn, c_proj, c_fc, or dotted attn.c_proj / mlp.c_proj."""
+    """Adapted layers: c_attn, c_proj, c_fc, attn.c_proj, mlp.c_proj; llama also {q,k,v,o,gate,up,down}_proj."""
     lora_last_k_layers: int | None = None
     """Adapt only the last k blocks; null adapts all."""
     lora_alpha: float = 16.0
