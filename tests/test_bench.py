@@ -37,7 +37,7 @@ def record() -> dict:
 def test_record_has_every_field(record):
     assert record["schema"] == "tinygpt-bench/1"
     assert set(record) == {"schema", "environment", "gemm_fp32_gflops", "gemm_n", "settings", "results"}
-    assert {"device", "backend", "blas", "mlx", "platform", "processor"} <= set(record["environment"])
+    assert {"device", "backend", "blas", "mlx", "platform", "cpu"} <= set(record["environment"])
     assert record["gemm_fp32_gflops"] > 0 and record["gemm_n"] == 64
     assert record["settings"]["sizes"] == ["tiny"] and record["settings"]["batch"] == 2
     (case,) = record["results"]
