@@ -1,17 +1,21 @@
-"""TinyGPT: names, counts, init, causality, KV cache, dropout, length limit, mlx-lm parity.
+"""TinyGPT: names, counts, init, causality, KV cache, dropout, length limit, mlx-lm parity, plain imports.
 
 conftest.py imports tinygpt_mlx first, so the fast BLAS is loaded before mlx.core.
 """
 
 from __future__ import annotations
 
+import ast
 import math
+import sys
+from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 import pytest
 from mlx.utils import tree_flatten
 
+from tinygpt_mlx import model as model_module
 from tinygpt_mlx.config import ModelConfig
 from tinygpt_mlx.model import TinyGPT, count_params_closed_form, flops_per_token
 
@@ -181,20 +185,17 @@ def test_dropout_module_count():
     assert len(drops) == 1 + 2 * 2
 
 
-def test_dropout_draws_from_an_explicit_key_when_given():
-    from tinygpt_mlx.model import dropout_key
-
-    mx.random.seed(0)
-    model = TinyGPT(ModelConfig(d_model=32, n_layers=2, n_heads=2, max_seq_len=16, dropout=0.5), 20)
-    model.train()
-    idx = mx.random.randint(0, 20, (2, 16))
-    with dropout_key(mx.random.key(1)):
-        a = model(idx)
-    with dropout_key(mx.random.key(1)):
-        b = model(idx)
-    with dropout_key(mx.random.key(2)):
-        c = model(idx)
-    assert mx.array_equal(a, b).item() and not mx.allclose(a, c).item()
-    model.eval()
-    with dropout_key(mx.random.key(1)):
-        assert mx.array_equal(model(idx), model(idx)).item()  # no dropout in eval mode
+def test_model_py_is_the_model_alone():
+    """model.py imports only mlx, the standard library and the config, and never asks which device runs it."""
+    tree = ast.parse(Path(model_module.__file__).read_text())
+    imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    imported += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+    assert imported, "no imports found: the check would pass vacuously"
+    allowed = {"mlx", "tinygpt_mlx.config", "__future__"}
+    strangers = [name for name in imported
+                 if name not in allowed and name.split(".")[0] not in sys.stdlib_module_names | {"mlx"}]
+    assert not strangers, f"model.py imports {strangers}"
+    device_words = {"default_device", "DeviceType", "Device", "metal", "cuda", "cpu", "gpu", "on_accelerator"}
+    names = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    names |= {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    assert not names & device_words, f"model.py tests the device: {sorted(names & device_words)}"

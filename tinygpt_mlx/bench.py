@@ -1,8 +1,8 @@
 """Throughput of TinyGPT on this machine: training step, prefill and KV-cache decode; FLOPs, MFU, memory.
 
 For each (model size, sequence length) the bench runs the product's own code paths:
-- train: the compiled TrainStep (forward + backward + clipping + AdamW with the decay mask), batch B,
-  on the CPU split over `cpu_threads` lanes as `tinygpt train` does (runtime.cpu_threads: 0);
+- train: the compiled training step (forward + backward + clipping + AdamW with the decay mask), batch B,
+  through `cpu.accelerate` as `tinygpt train` builds it (on the CPU: fused kernels, `cpu_threads` lanes);
 - prefill: one forward pass over a [1, seq_len] prompt into a fresh KV cache (what `generate` does first);
 - decode: greedy KV-cache decoding with generate.Generator from a prompt of seq_len // 2 tokens.
 Warm-up steps (tracing, compilation, allocator growth) are excluded; the median of the timed repeats is
@@ -94,8 +94,9 @@ def _peak_mb() -> float:
 
 def bench_train(cfg: ModelConfig, s: BenchSettings, gemm_gflops: float) -> dict:
     """Tokens/s of the compiled TrainStep at batch s.batch_for(seq_len), sequence cfg.max_seq_len."""
+    from tinygpt_mlx.cpu import accelerate
     from tinygpt_mlx.train.optim import build_optimizer
-    from tinygpt_mlx.train.step import TrainStep
+    from tinygpt_mlx.train.step import make_train_step
 
     run = Config()
     run.model = cfg
@@ -105,7 +106,7 @@ def bench_train(cfg: ModelConfig, s: BenchSettings, gemm_gflops: float) -> dict:
     batch = run.data.batch_size = s.batch_for(T)
     mx.random.seed(0)
     model = TinyGPT(cfg, s.vocab)
-    step = TrainStep(model, build_optimizer(run, 1_000_000), run)
+    model, step = accelerate(model, make_train_step(model, build_optimizer(run, 1_000_000), run), run)
     x = mx.random.randint(0, s.vocab, (batch, T), key=mx.random.key(1))
     y = mx.roll(x, -1, axis=1)
     mx.eval(x, y, model.parameters())
@@ -121,7 +122,7 @@ def bench_train(cfg: ModelConfig, s: BenchSettings, gemm_gflops: float) -> dict:
     achieved = fpt * tokens / seconds / 1e9
     return {"tokens_per_s": tokens / seconds, "step_ms": seconds * 1e3, "step_ms_all": [t * 1e3 for t in times],
             "flops_per_token": fpt, "achieved_gflops": achieved, "mfu": achieved / gemm_gflops,
-            "peak_memory_mb": _peak_mb(), "cpu_threads": step.lanes.size if step.lanes else 1}
+            "peak_memory_mb": _peak_mb(), "cpu_threads": step.lanes.size if hasattr(step, "lanes") else 1}
 
 
 def _inference_model(cfg: ModelConfig, s: BenchSettings) -> TinyGPT:

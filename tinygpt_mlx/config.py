@@ -161,7 +161,7 @@ class RuntimeConfig:
     backend: str = "mlx"
     """`mlx`, or `torch` for the PyTorch path (CUDA users)."""
     cpu_threads: int = 0
-    """CPU only: split each micro-batch over this many threads (0 = auto, 1 = off); see train/lanes.py."""
+    """CPU only: split each micro-batch over this many threads (0 = auto, 1 = off); see cpu/lanes.py."""
 
     def compute_dtype(self, accelerator: bool) -> str:
         """The dtype the step computes in: `precision`, or bfloat16 under `amp` on a GPU."""

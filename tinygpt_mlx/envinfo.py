@@ -106,7 +106,7 @@ def environment_record(gemm: bool = False, hub: bool = False, load_kernels: bool
     device, backend = device_description()
     record = {"device": device, "backend": backend, "cpu": cpu_model()}
     if backend == "cpu":
-        from tinygpt_mlx import kernels
+        from tinygpt_mlx.cpu import kernels
 
         if load_kernels:
             kernels.load()

@@ -3,131 +3,20 @@
 Read top to bottom: KVCache, attention, MLP, block, the model, then parameter and FLOP counts.
 Parameter names are exactly GPT-2's (`wte`, `wpe`, `h.N.attn.c_attn`, ..., `ln_f`) so that export to
 mlx-lm's `gpt2` model is a plain dump of `tree_flatten(model.parameters())`.
+The same code runs on every backend; where another implementation of a module is faster on one of them,
+it replaces the module from outside (MLX's CPU backend: `tinygpt_mlx.cpu.accelerate`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
-from collections.abc import Iterator
-from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
 
-from tinygpt_mlx import cpu_attention, kernels
 from tinygpt_mlx.config import ModelConfig
 
 INIT_STD = 0.02  # GPT-2's initializer_range
-
-# GELU (tanh approximation) for the CPU. MLX's CPU backend has no x86 SIMD: tanh and pow are scalar libm
-# calls, about 25 ns per element, which made GELU the largest single cost of a training step (more than
-# all its GEMMs on the reference shape). The same function written with multiply, add, divide and clip
-# compiles into one fused loop: tanh as Eigen's float32 rational approximation (max error 4e-7 against
-# tanh), x**3 as x*x*x, and an explicit backward. It agrees with nn.gelu_approx to ~1e-6 (tests).
-_GELU_C = math.sqrt(2 / math.pi)
-_GELU_K = 0.044715
-_TANH_CLAMP = 7.90531110763549805  # beyond this the rational form is exactly +-1 in float32
-_TANH_P = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
-           -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16)
-_TANH_Q = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
-
-
-def _tanh_rational(x: mx.array) -> mx.array:
-    x = mx.clip(x, -_TANH_CLAMP, _TANH_CLAMP)
-    x2 = x * x
-    p = x2 * _TANH_P[6] + _TANH_P[5]
-    for c in reversed(_TANH_P[:5]):
-        p = x2 * p + c
-    q = x2 * _TANH_Q[3] + _TANH_Q[2]
-    for c in reversed(_TANH_Q[:2]):
-        q = x2 * q + c
-    return x * p / q
-
-
-# Both directions are compiled shapeless, as mlx.nn.gelu_approx is: outside a compiled step (decoding
-# token by token) the ~25 elementwise ops would otherwise each be dispatched separately.
-@partial(mx.compile, shapeless=True)
-def _gelu_arith_forward(x: mx.array) -> mx.array:
-    x32 = x.astype(mx.float32)
-    y = 0.5 * x32 * (1 + _tanh_rational(_GELU_C * (x32 + _GELU_K * (x32 * x32 * x32))))
-    return y.astype(x.dtype)
-
-
-@partial(mx.compile, shapeless=True)
-def _gelu_arith_backward(x: mx.array, cotangent: mx.array) -> mx.array:
-    x = x.astype(mx.float32)
-    # No subexpression here may equal one of the forward's: inside a compiled training step, identical
-    # ops on the same inputs are merged, which keeps the forward's [tokens, 4 d] intermediate alive until
-    # the backward. `x * x` and `0.5 * x` did that (~100 MB more peak memory on the reference shape), hence
-    # mx.square and x multiplied last.
-    x2 = mx.square(x)
-    t = _tanh_rational(_GELU_C * x * (1 + _GELU_K * x2))
-    slope = 0.5 * (1 + t) + x * (0.5 * (1 - t * t) * _GELU_C * (1 + 3 * _GELU_K * x2))
-    return (cotangent.astype(mx.float32) * slope).astype(cotangent.dtype)
-
-
-@mx.custom_function
-def _gelu_arith(x: mx.array) -> mx.array:
-    return _gelu_arith_forward(x)
-
-
-@_gelu_arith.vjp
-def _gelu_arith_vjp(primals, cotangent, output):
-    x = primals[0] if isinstance(primals, (list, tuple)) else primals
-    return (_gelu_arith_backward(x, cotangent),)
-
-
-def gelu_approx(x: mx.array) -> mx.array:
-    """GPT-2's `gelu_new`: nn.gelu_approx on GPUs, its fused arithmetic twin on the CPU (see above)."""
-    if mx.default_device().type == mx.DeviceType.cpu:
-        # The training step's C++ kernel (4x faster again) where it applies; the arithmetic twin elsewhere.
-        fused = kernels.gelu(x) if cpu_attention.active() else None
-        return _gelu_arith(x) if fused is None else fused
-    return nn.gelu_approx(x)
-
-
-class LayerNorm(nn.LayerNorm):
-    """nn.LayerNorm that, in the CPU training step, runs the kernels' one-pass forward and backward."""
-
-    def __call__(self, x: mx.array) -> mx.array:
-        if cpu_attention.active() and "weight" in self:
-            fused = kernels.layer_norm(x, self.weight, self.get("bias"), self.eps)
-            if fused is not None:
-                return fused
-        return super().__call__(x)
-
-
-_dropout_keys = threading.local()
-
-
-@contextlib.contextmanager
-def dropout_key(key: mx.array) -> Iterator[None]:
-    """Within this block, TinyGPT's dropout masks come from `key` (split per use), not the global RNG."""
-    # The training step's CPU lanes trace in their own threads: touching MLX's per-thread global random
-    # state there made the process abort at exit (std::terminate in MLX's teardown), so they pass keys.
-    previous = getattr(_dropout_keys, "key", None)
-    _dropout_keys.key = key
-    try:
-        yield
-    finally:
-        _dropout_keys.key = previous
-
-
-class Dropout(nn.Dropout):
-    """nn.Dropout that draws from the key set by `dropout_key` when there is one."""
-
-    def __init__(self, p: float = 0.5):
-        super().__init__(p)
-        self.keep = 1 - p
-
-    def __call__(self, x: mx.array) -> mx.array:
-        key = getattr(_dropout_keys, "key", None)
-        if key is None or self.keep == 1 or not self.training:
-            return super().__call__(x)
-        _dropout_keys.key, sub = mx.random.split(key)
-        return (mx.random.bernoulli(self.keep, x.shape, key=sub) * x) * (1 / self.keep)
 
 
 class KVCache:
@@ -168,16 +57,11 @@ class CausalSelfAttention(nn.Module):
         self.scale = (cfg.d_model // cfg.n_heads) ** -0.5
         self.c_attn = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
-        self.resid_dropout = Dropout(cfg.dropout)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
         B, T, C = x.shape
-        qkv = self.c_attn(x)
-        if cache is None and T > 1 and cpu_attention.active():
-            fused = kernels.self_attention(qkv, self.n_heads, self.scale)
-            if fused is not None:
-                return self.resid_dropout(self.c_proj(fused))
-        q, k, v = mx.split(qkv, 3, axis=-1)
+        q, k, v = mx.split(self.c_attn(x), 3, axis=-1)
         # [B, T, C] -> [B, H, T, D]
         q, k, v = (a.reshape(B, T, self.n_heads, -1).transpose(0, 2, 1, 3) for a in (q, k, v))
         if cache is not None:
@@ -185,11 +69,8 @@ class CausalSelfAttention(nn.Module):
         # MLX's "causal" mask is aligned to the bottom right: with a cache holding S past positions
         # and T new queries, query t sees keys 0..S+t, which is exactly right for a chunked prefill
         # (tests/test_model.py checks this). A single new token needs no mask at all.
-        if cache is None and T > 1 and cpu_attention.active():
-            y = cpu_attention.causal_attention(q, k, v, self.scale)
-        else:
-            mask = "causal" if T > 1 else None
-            y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+        mask = "causal" if T > 1 else None
+        y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -201,12 +82,12 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(cfg.d_model, cfg.hidden_dim, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.hidden_dim, cfg.d_model, bias=cfg.bias)
-        self.dropout = Dropout(cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout)
 
     def __call__(self, x: mx.array) -> mx.array:
         # nn.gelu_approx is the tanh approximation, GPT-2's `gelu_new`; mlx-lm's gpt2.py uses the same
         # function, so our logits match an exported model bit for bit (exact erf GELU would drift ~1e-4).
-        return self.dropout(self.c_proj(gelu_approx(self.c_fc(x))))
+        return self.dropout(self.c_proj(nn.gelu_approx(self.c_fc(x))))
 
 
 class Block(nn.Module):
@@ -214,9 +95,9 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.ln_1 = LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.ln_1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
         self.attn = CausalSelfAttention(cfg)
-        self.ln_2 = LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.ln_2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
     def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
@@ -238,9 +119,9 @@ class TinyGPT(nn.Module):
         self.max_seq_len = cfg.max_seq_len
         self.wte = nn.Embedding(vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.max_seq_len, cfg.d_model)
-        self.drop = Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout)
         self.h = [Block(cfg) for _ in range(cfg.n_layers)]
-        self.ln_f = LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps, bias=cfg.bias)
         if not cfg.tie_embeddings:
             self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
         self._init_weights()

@@ -46,7 +46,7 @@ def subprocess_runner(threads: int | None = None) -> Runner:
         env = dict(os.environ)
         if threads is not None:
             # N jobs on C cores: give each child C/N BLAS threads instead of letting every child spawn C.
-            # TINYGPT_CPU_CORES sizes the training step's CPU lanes the same way (train/lanes.py).
+            # TINYGPT_CPU_CORES sizes the training step's CPU lanes the same way (cpu/lanes.py).
             for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TINYGPT_CPU_CORES"):
                 env.setdefault(var, str(threads))
         cmd = [sys.executable, "-m", "tinygpt_mlx", "train", "--config", str(config_path), "--resume", "auto"]

@@ -15,8 +15,8 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
-from tinygpt_mlx import kernels
 from tinygpt_mlx.config import Config
+from tinygpt_mlx.cpu import accelerate
 from tinygpt_mlx.device import on_accelerator, precision_notice, select_device
 from tinygpt_mlx.distributed import World
 from tinygpt_mlx.eval.loss import evaluate
@@ -113,9 +113,8 @@ class MLXBackend:
         world.decorrelate_rng()  # after the init and the restore, which must match on every rank
         # The compiled step captures the model and optimizer state: build it only once they are final.
         self.train_step = make_train_step(self.model, self.optimizer, self.cfg, group=world.group)
-        # CPU acceleration, the one place: the fused kernels compile on a machine's first run (~15 s).
-        if mx.default_device().type == mx.DeviceType.cpu:
-            kernels.load()
+        # MLX's CPU backend gets fused kernels (built on a machine's first run, ~15 s) and lanes; GPUs: as is.
+        self.model, self.train_step = accelerate(self.model, self.train_step, self.cfg)
         if loss_scale is not None:
             self.train_step.scaler["scale"] = mx.array(loss_scale["scale"], mx.float32)
             self.train_step.scaler["good_steps"] = mx.array(loss_scale["good_steps"], mx.int32)

@@ -1,19 +1,14 @@
-"""The loss and the training step: one compiled function per optimizer update.
+"""The training step: one compiled function per optimizer update.
 
 The step follows mlx-lm's tuner/trainer.py: everything that changes (model weights, optimizer state,
 the random key that dropout draws from, the float16 loss scale) is captured as compile state, so the
 whole update (accumulation, clipping, the optimizer and the non-finite guard) is one graph. Under data
 parallelism (a `group` of several ranks) the gradients and the loss are averaged over the ranks in that
 same graph, as mlx-lm's tuner does with `average_gradients`.
-
-On the CPU the gradients come from lanes instead (train/lanes.py): each thread computes its shard's
-loss and gradients in its own compiled graph on its own stream, and a second compiled graph averages
-them and runs the same clipping, optimizer and guard. Attention is traced with cpu_attention there.
 """
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import mlx.core as mx
@@ -21,12 +16,9 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_map, tree_reduce
 
-from tinygpt_mlx import cpu_attention
-from tinygpt_mlx import model as model_lib
 from tinygpt_mlx.config import Config
 from tinygpt_mlx.device import on_accelerator
 from tinygpt_mlx.loss import cross_entropy_loss
-from tinygpt_mlx.train import lanes as lanes_lib
 
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 
@@ -53,8 +45,7 @@ class TrainStep:
     are averaged over the ranks before clipping, so every rank clips, guards and updates identically.
     Build it after the model and optimizer state are final (e.g. restored from a checkpoint): compile
     captures those containers, so replacing `optimizer.state` later would go unseen. Evaluate after a
-    call with `mx.eval(step.state, loss, grad_norm, ok)`. With CPU lanes (`runtime.cpu_threads`), a call
-    waits for the lanes' gradients; the update itself stays lazy.
+    call with `mx.eval(step.state, loss, grad_norm, ok)`.
     """
 
     def __init__(
@@ -67,8 +58,8 @@ class TrainStep:
         group: mx.distributed.Group | None = None,
     ) -> None:
         self.model = model
-        self.group = group if group is not None and group.size() > 1 else None
         self.optimizer = optimizer
+        self.group = group if group is not None and group.size() > 1 else None
         self.accum = cfg.runtime.grad_accum_steps
         self.grad_clip = cfg.optim.grad_clip
         self.dtype = DTYPES[cfg.runtime.compute_dtype(on_accelerator())]
@@ -83,13 +74,7 @@ class TrainStep:
         optimizer.init(model.trainable_parameters())
         self.state = [model.state, optimizer.state, mx.random.state, self.scaler]
         self.compiled = cfg.runtime.compile
-        if self.compiled:
-            self._update = mx.compile(self._update, inputs=self.state, outputs=self.state)
-            self._apply_lanes = mx.compile(self._apply_lanes, inputs=self.state, outputs=self.state)
-        n_lanes = lanes_lib.choose_lanes(cfg.runtime.cpu_threads, cfg.data.batch_size, self.group is not None)
-        self.lanes = lanes_lib.Lanes(n_lanes, self._make_lane_fn) if n_lanes > 1 else None
-        if self.lanes is not None:
-            weakref.finalize(self, self.lanes.close)
+        self._update = mx.compile(self.update, inputs=self.state, outputs=self.state) if self.compiled else self.update
 
     @property
     def loss_scale(self) -> float:
@@ -98,17 +83,23 @@ class TrainStep:
 
     def __call__(self, x: mx.array, y: mx.array) -> tuple[mx.array, mx.array, mx.array]:
         """Run one update on token ids x and targets y ([accum, B, T], or [B, T] when accum is 1)."""
+        return self._update(*self.micro_batches(x, y))
+
+    def micro_batches(self, x: mx.array, y: mx.array) -> tuple[mx.array, mx.array]:
+        """x and y as [accum, B, T], checked; puts the model in training mode."""
         if x.ndim == 2:
             x, y = x[None], y[None]
         if x.shape[0] != self.accum:
             raise ValueError(f"expected {self.accum} micro-batches in the leading axis, got {x.shape[0]}")
-        if not self.model.training:
-            # A compiled trace keeps the dropout setting it was traced with, so always step in train mode.
-            self.model.train()
-        if self.lanes is not None and x.shape[1] % self.lanes.size == 0:
-            return self._update_in_lanes(x, y)
-        with cpu_attention.enabled():
-            return self._update(x, y)
+        # A compiled trace keeps the dropout setting it was traced with, so always step in train mode.
+        self.model.train()
+        return x, y
+
+    def update(self, x: mx.array, y: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        """The whole update, uncompiled: loss and gradients of every micro-batch, then `apply`."""
+        params = self.model.trainable_parameters()
+        loss, grads = self.loss_and_grad(params, x, y, self.scaler["scale"])
+        return self.apply(params, loss, grads)
 
     def _loss(self, params: dict, x: mx.array, y: mx.array, scale: mx.array) -> mx.array:
         # Differentiating w.r.t. the float32 master weights and casting inside makes the cast's
@@ -119,7 +110,8 @@ class TrainStep:
         loss = cross_entropy_loss(self.model(x), y)
         return loss * scale if self.scaled else loss
 
-    def _accumulate(self, params: dict, x: mx.array, y: mx.array, scale: mx.array) -> tuple[mx.array, dict]:
+    def loss_and_grad(self, params: dict, x: mx.array, y: mx.array, scale: mx.array) -> tuple[mx.array, dict]:
+        """Mean loss and gradients over the micro-batches x[i], y[i], unscaled (the model ends up holding params)."""
         # Unrolled at trace time: accum forward/backward passes, summed, in one graph.
         loss_and_grad = mx.value_and_grad(self._loss)
         loss, grads = loss_and_grad(params, x[0], y[0], scale)
@@ -132,54 +124,8 @@ class TrainStep:
             return loss, grads
         return loss / divisor, tree_map(lambda g: g / divisor, grads)
 
-    def _update(self, x: mx.array, y: mx.array) -> tuple[mx.array, mx.array, mx.array]:
-        params = self.model.trainable_parameters()
-        loss, grads = self._accumulate(params, x, y, self.scaler["scale"])
-        return self._apply(params, loss, grads)
-
-    def _make_lane_fn(self):
-        # Called once per lane; the lane traces it on its own stream. Dropout draws from the `key` input
-        # (model.dropout_key), never from MLX's global random state, which lane threads must not touch.
-        # The closures hold the step weakly, so a dropped TrainStep (bench, sweeps) frees its model and
-        # its finalizer stops the lanes.
-        step = weakref.proxy(self)
-
-        def lane_grads(all_params: dict, params: dict, x: mx.array, y: mx.array, scale: mx.array, key: mx.array):
-            step.model.update(all_params)
-            with cpu_attention.enabled(), model_lib.dropout_key(key):
-                return step._accumulate(params, x, y, scale)
-
-        fn = mx.compile(lane_grads) if self.compiled else lane_grads
-
-        def call(all_params, params, x, y, scale, key):
-            try:
-                return fn(all_params, params, x, y, scale, key)
-            finally:  # a trace leaves tracers in the shared model: put the real arrays back
-                step.model.update(all_params)
-
-        return call
-
-    def _update_in_lanes(self, x: mx.array, y: mx.array) -> tuple[mx.array, mx.array, mx.array]:
-        n = self.lanes.size
-        # Drawn from this thread's global key, which checkpoints save: dropout resumes exactly with lanes.
-        keys = list(mx.random.split(mx.random.key(mx.random.randint(0, 2**31 - 1, ()).item()), n))
-        all_params, params = self.model.parameters(), self.model.trainable_parameters()
-        rows = x.shape[1] // n
-        shards = [(x[:, i * rows:(i + 1) * rows], y[:, i * rows:(i + 1) * rows]) for i in range(n)]
-        # Lanes evaluate on their own streams and cannot finish work queued on this thread's stream.
-        mx.eval(all_params, shards, keys, self.scaler)
-        results = self.lanes.run([(all_params, params, xs, ys, self.scaler["scale"], keys[i])
-                                  for i, (xs, ys) in enumerate(shards)])
-        return self._apply_lanes([loss for loss, _ in results], [grads for _, grads in results])
-
-    def _apply_lanes(self, losses: list[mx.array], grads: list[dict]) -> tuple[mx.array, mx.array, mx.array]:
-        # Equal shards: the mean of the lanes' means is the mean over the whole batch.
-        n = len(losses)
-        loss = sum(losses[1:], losses[0]) / n
-        mean_grads = tree_map(lambda *g: sum(g[1:], g[0]) / n, *grads)
-        return self._apply(self.model.trainable_parameters(), loss, mean_grads)
-
-    def _apply(self, params: dict, loss: mx.array, grads: dict) -> tuple[mx.array, mx.array, mx.array]:
+    def apply(self, params: dict, loss: mx.array, grads: dict) -> tuple[mx.array, mx.array, mx.array]:
+        """Average over the ranks, clip, guard and update from the weights `params`: (loss, grad_norm, ok)."""
         old_opt_state = tree_map(lambda a: a, self.optimizer.state)  # new containers, same arrays
         if self.group is not None:
             # One all-reduce for both (average_gradients packs the tree into one buffer). Averaging before

@@ -10,7 +10,7 @@ Graph construction (including a first call's trace) mutates shared Python state 
 parameters), so it runs under one lock; evaluation, where the time goes, does not. MLX streams belong to
 the thread that made them, so each lane makes its own and keeps its thread. Lane functions must not use
 MLX's global random state (it is per thread, and using it in these threads made processes abort at exit):
-TrainStep hands each lane an explicit dropout key instead.
+the lane step (step.py) hands each lane an explicit dropout key instead.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 import mlx.core as mx
 
 from tinygpt_mlx.cpu import blas
-from tinygpt_mlx.train.malloc_arenas import share_malloc_arena
+from tinygpt_mlx.cpu.malloc_arenas import share_malloc_arena
 
 TRACE_LOCK = threading.Lock()
 _STOP = object()
@@ -53,8 +53,8 @@ def auto_lanes(micro_batch: int, cores: int | None = None, max_lanes: int = 8) -
 
 
 def choose_lanes(requested: int, micro_batch: int, distributed: bool) -> int:
-    """How many lanes a TrainStep uses: only on the CPU device, and 1 under mlx.launch (ranks own the cores)."""
-    if mx.default_device().type != mx.DeviceType.cpu or distributed:
+    """Lanes for runtime.cpu_threads `requested` (0 = auto_lanes); 1 under mlx.launch (ranks own the cores)."""
+    if distributed:
         return 1
     if requested == 0:
         return auto_lanes(micro_batch)

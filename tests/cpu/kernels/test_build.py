@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tinygpt_mlx import kernels
-from tinygpt_mlx.kernels import build
+from tinygpt_mlx.cpu import kernels
+from tinygpt_mlx.cpu.kernels import build
 
 
 def test_build_key_changes_with_the_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -44,11 +44,12 @@ CHILD = """
     import warnings
     import tinygpt_mlx
     import mlx.core as mx
-    from tinygpt_mlx import cpu_attention, kernels
     from tinygpt_mlx.config import ModelConfig
+    from tinygpt_mlx.cpu import kernels
+    from tinygpt_mlx.cpu.modules import use_cpu_modules
     from tinygpt_mlx.model import TinyGPT
-    model = TinyGPT(ModelConfig(d_model=32, n_layers=1, n_heads=2, max_seq_len=64), 20)
-    with warnings.catch_warnings(record=True) as caught, cpu_attention.enabled():
+    model = use_cpu_modules(TinyGPT(ModelConfig(d_model=32, n_layers=1, n_heads=2, max_seq_len=64), 20))
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         logits = model(mx.zeros((1, 64), dtype=mx.int32))
         mx.eval(logits)
@@ -57,7 +58,7 @@ CHILD = """
 """
 
 
-def test_a_failed_build_warns_once_and_training_attention_falls_back(tmp_path: Path):
+def test_a_failed_build_warns_once_and_the_cpu_model_falls_back(tmp_path: Path):
     # `false` as the compiler: the compile step fails, as it would with a broken toolchain.
     result = run_child(CHILD, CXX="false", TINYGPT_KERNEL_CACHE=str(tmp_path))
     assert result.returncode == 0, result.stderr

@@ -1,4 +1,4 @@
-"""Data parallelism over CPU threads inside one process (train/lanes.py) and TrainStep running on it."""
+"""LaneStep (cpu/step.py): the training step with its gradients from CPU lanes, as `accelerate` builds it."""
 
 from __future__ import annotations
 
@@ -11,33 +11,21 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from tinygpt_mlx.config import validate
-from tinygpt_mlx.cpu import blas
-from tinygpt_mlx.train import lanes as lanes_lib
+from tinygpt_mlx.config import Config, validate
+from tinygpt_mlx.cpu import accelerate
+from tinygpt_mlx.cpu.step import LaneStep
+from tinygpt_mlx.model import TinyGPT
+from tinygpt_mlx.train.optim import build_optimizer
+from tinygpt_mlx.train.step import TrainStep, make_train_step
 
-from .test_step import batch, build, flat, run, tiny_config
-
-
-@pytest.mark.parametrize(("micro_batch", "cores", "expected"), [
-    (16, 2, 4),  # two lanes per core
-    (16, 1, 2),
-    (16, 8, 8),  # capped at 8
-    (10, 2, 2),  # 4 and 3 do not divide 10
-    (6, 2, 3),   # at least 2 rows per lane
-    (3, 2, 1),
-    (1, 4, 1),
-])
-def test_auto_lanes(micro_batch: int, cores: int, expected: int):
-    assert lanes_lib.auto_lanes(micro_batch, cores=cores) == expected
+from ..train.test_step import VOCAB, batch, flat, run, tiny_config
 
 
-def test_choose_lanes_rules():
-    assert lanes_lib.choose_lanes(0, 16, distributed=True) == 1  # ranks own the cores
-    assert lanes_lib.choose_lanes(1, 16, distributed=False) == 1
-    assert lanes_lib.choose_lanes(2, 16, distributed=False) == 2
-    assert lanes_lib.choose_lanes(0, 16, distributed=False) == lanes_lib.auto_lanes(16)
-    with pytest.raises(ValueError, match="must divide"):
-        lanes_lib.choose_lanes(3, 16, distributed=False)
+def build(cfg: Config, seed: int = 0) -> tuple[TinyGPT, TrainStep | LaneStep]:
+    """A tiny model and its step through the CPU seam, as the trainer builds them."""
+    mx.random.seed(seed)
+    model = TinyGPT(cfg.model, VOCAB)
+    return accelerate(model, make_train_step(model, build_optimizer(cfg, total_steps=10), cfg), cfg)
 
 
 def test_config_checks_cpu_threads():
@@ -48,37 +36,6 @@ def test_config_checks_cpu_threads():
     assert any("runtime.cpu_threads (3) must divide data.batch_size (16)" in p for p in validate(cfg))
 
 
-def test_lanes_run_in_order_and_restore_blas_threads():
-    before = blas.set_threads(2)
-    pool = lanes_lib.Lanes(3, lambda: (lambda a, b: mx.array(a) * b))
-    try:
-        out = pool.run([(1, 2), (3, 4), (5, 6)])
-        assert [o.item() for o in out] == [2, 12, 30]
-        if before is not None:
-            assert blas.set_threads(2) == 2  # run() put the count back
-    finally:
-        pool.close()
-        if before is not None:
-            blas.set_threads(before)
-
-
-def test_a_lane_error_reaches_the_caller():
-    def make():
-        def fn(x):
-            if x == 1:
-                raise RuntimeError("lane one failed")
-            return mx.array(x)
-        return fn
-
-    pool = lanes_lib.Lanes(2, make)
-    try:
-        with pytest.raises(RuntimeError, match="lane one failed"):
-            pool.run([(0,), (1,)])
-        assert [o.item() for o in pool.run([(4,), (5,)])] == [4, 5]  # still usable
-    finally:
-        pool.close()
-
-
 def test_two_lanes_match_one_lane():
     x, y = batch(2, 4)
     results = {}
@@ -86,7 +43,8 @@ def test_two_lanes_match_one_lane():
         cfg = tiny_config(cpu_threads=threads, grad_accum_steps=2)
         cfg.data.batch_size = 4
         model, step = build(cfg)
-        assert (step.lanes.size if step.lanes else 1) == threads
+        assert isinstance(step, LaneStep if threads > 1 else TrainStep)
+        assert (step.lanes.size if threads > 1 else 1) == threads
         metrics = [run(step, x, y) for _ in range(3)]
         results[threads] = (metrics, flat(model.parameters()))
     (m1, p1), (m2, p2) = results[1], results[2]
@@ -108,7 +66,7 @@ def test_lanes_with_dropout_are_deterministic_and_draw_fresh_masks():
         cfg.model.dropout = 0.5
         cfg.data.batch_size = 4
         model, step = build(cfg)
-        assert step.lanes is not None and step.lanes.size == 2
+        assert step.lanes.size == 2
         losses = [run(step, x, y)[0] for _ in range(3)]
         runs.append((losses, flat(model.parameters())))
     assert runs[0][0] == runs[1][0]  # same seed: bit-identical
@@ -132,18 +90,6 @@ def test_uneven_batch_falls_back_to_one_stream():
     assert ok and np.isfinite(loss)
 
 
-def test_answers_of_an_interrupted_run_are_not_mixed_into_the_next():
-    pool = lanes_lib.Lanes(2, lambda: (lambda x: mx.array(x)))
-    try:
-        # As if the caller had been interrupted after handing out job 1: its answers are still queued.
-        pool._jobs += 1
-        for inbox in pool._inbox:
-            inbox.put((pool._jobs, (99,)))
-        assert [o.item() for o in pool.run([(1,), (2,)])] == [1, 2]
-    finally:
-        pool.close()
-
-
 def test_a_dropped_train_step_frees_its_model_and_stops_its_lanes():
     cfg = tiny_config(cpu_threads=2)
     cfg.data.batch_size = 4
@@ -160,24 +106,18 @@ def test_a_dropped_train_step_frees_its_model_and_stops_its_lanes():
         assert not thread.is_alive()
 
 
-def test_cpu_core_budget_from_the_environment(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("TINYGPT_CPU_CORES", "1")  # what `scaling run --jobs 2` gives each child on 2 cores
-    assert lanes_lib.usable_cores() == 1
-    assert lanes_lib.auto_lanes(16) == 2
-    monkeypatch.setenv("TINYGPT_CPU_CORES", "junk")  # ignored: falls back to the CPU affinity
-    assert lanes_lib.usable_cores() >= 1
-
-
 EXIT_SCRIPT = """
 import mlx.core as mx
 from tinygpt_mlx.config import Config, ModelConfig
 from tinygpt_mlx.model import TinyGPT
 from tinygpt_mlx.train.optim import build_optimizer
-from tinygpt_mlx.train.step import TrainStep
+from tinygpt_mlx.train.step import make_train_step
+from tinygpt_mlx.cpu import accelerate
 cfg = Config()
 cfg.model = ModelConfig(d_model=32, n_layers=2, n_heads=2, max_seq_len=32, dropout=0.1)
 cfg.data.batch_size, cfg.runtime.cpu_threads = 8, 2
-step = TrainStep(TinyGPT(cfg.model, 65), build_optimizer(cfg, 100), cfg)
+model = TinyGPT(cfg.model, 65)
+model, step = accelerate(model, make_train_step(model, build_optimizer(cfg, 100), cfg), cfg)
 x = mx.random.randint(0, 65, (8, 32))
 for _ in range(2):
     loss, _, _ = step(x, mx.roll(x, -1, axis=1))
@@ -186,8 +126,8 @@ for _ in range(2):
 
 
 def test_a_process_that_trained_in_lanes_exits_cleanly():
-    # Lanes that touched MLX's per-thread global random state (dropout) made most such processes abort
-    # at exit (std::terminate, exit code 134); dropout now draws from explicit keys.
+    # Lanes that touch MLX's per-thread global random state (dropout) make most such processes abort at
+    # exit (std::terminate, exit code 134): their dropout must draw from explicit keys.
     for _ in range(3):
         proc = subprocess.run([sys.executable, "-c", "import tinygpt_mlx\n" + EXIT_SCRIPT], capture_output=True,
                               text=True, timeout=120)

@@ -1,9 +1,8 @@
-"""Fused C++ CPU kernels for training (see csrc/), built on first use; None wherever they cannot be.
+"""Fused C++ CPU kernels for training (see csrc/): MLX primitives with their own backward, built on first use.
 
-Only the training step on the CPU calls them (TinyGPT checks `cpu_attention.active()`, set while the step
-is traced); everything keeps a pure-MLX path, which is what runs when the kernels are off
-(TINYGPT_KERNELS=0), on a GPU, for dtypes other than float32, or when no compiler is at hand (one warning
-says so). Each wrapper below returns None where its kernel does not apply, and the caller falls back.
+The CPU modules (cpu/modules.py) call them in training mode where `usable` says they apply, and run
+pure MLX otherwise: when the kernels are off (TINYGPT_KERNELS=0), for dtypes other than float32, or when
+no compiler is at hand (one warning says so).
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ from types import ModuleType
 
 import mlx.core as mx
 
-from tinygpt_mlx.kernels import build as _build
-from tinygpt_mlx.kernels.build import MODULE_NAME, BuildError
+from tinygpt_mlx.cpu.kernels import build as _build
+from tinygpt_mlx.cpu.kernels.build import MODULE_NAME, BuildError
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"module": None, "status": "not-loaded"}
@@ -72,26 +71,21 @@ def reset() -> None:
         _state["module"], _state["status"] = None, "not-loaded"
 
 
-def _float32_module(*arrays: mx.array) -> ModuleType | None:
-    if any(a.dtype != mx.float32 for a in arrays):
-        return None
-    return load()
+def usable(*arrays: mx.array) -> bool:
+    """True when the kernels are built (building them on the first call) and every array is float32."""
+    return all(a.dtype == mx.float32 for a in arrays) and load() is not None
 
 
-def self_attention(qkv: mx.array, n_heads: int, scale: float) -> mx.array | None:
-    """Causal attention of qkv [B, T, 3C] (q, k, v side by side) -> [B, T, C], or None."""
-    module = _float32_module(qkv)
-    return None if module is None else module.causal_self_attention(qkv, n_heads, scale)
+def self_attention(qkv: mx.array, n_heads: int, scale: float) -> mx.array:
+    """Causal attention of qkv [B, T, 3C] (q, k, v side by side) -> [B, T, C]; needs `usable(qkv)`."""
+    return load().causal_self_attention(qkv, n_heads, scale)
 
 
-def layer_norm(x: mx.array, weight: mx.array, bias: mx.array | None, eps: float) -> mx.array | None:
-    """Layer norm over the last axis (bias None means zeros), or None."""
-    bias = mx.zeros_like(weight) if bias is None else bias
-    module = _float32_module(x, weight, bias)
-    return None if module is None else module.layer_norm(x, weight, bias, eps)
+def layer_norm(x: mx.array, weight: mx.array, bias: mx.array | None, eps: float) -> mx.array:
+    """Layer norm over the last axis (bias None means zeros); needs `usable(x, weight)`."""
+    return load().layer_norm(x, weight, mx.zeros_like(weight) if bias is None else bias, eps)
 
 
-def gelu(x: mx.array) -> mx.array | None:
-    """GELU, tanh approximation (GPT-2's gelu_new), or None."""
-    module = _float32_module(x)
-    return None if module is None else module.gelu(x)
+def gelu(x: mx.array) -> mx.array:
+    """GELU, tanh approximation (GPT-2's gelu_new); needs `usable(x)`."""
+    return load().gelu(x)

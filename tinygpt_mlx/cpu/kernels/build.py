@@ -22,6 +22,8 @@ from pathlib import Path
 
 SOURCE_DIR = Path(__file__).parent / "csrc"
 MODULE_NAME = "_tinygpt_kernels"
+# A build takes 10-20 s on an idle 2-core machine; a compiler still running after this is stuck.
+BUILD_TIMEOUT_S = 600
 
 
 class BuildError(RuntimeError):
@@ -133,7 +135,14 @@ def _locked(directory: Path):
 def _run_all(commands: list[list[str]], log: Path, what: str) -> None:
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for cmd in commands]
-    outputs = [proc.communicate()[0] for proc in procs]
+    try:
+        outputs = [proc.communicate(timeout=BUILD_TIMEOUT_S)[0] for proc in procs]
+    except subprocess.TimeoutExpired as err:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        raise BuildError(f"{what} took more than {BUILD_TIMEOUT_S} s: {Path(str(err.cmd[0])).name} "
+                         "did not finish") from None
     with open(log, "a") as handle:
         for cmd, out in zip(commands, outputs, strict=True):
             handle.write(" ".join(cmd) + "\n" + out + "\n")

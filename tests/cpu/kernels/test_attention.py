@@ -8,8 +8,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from tinygpt_mlx import cpu_attention, kernels
 from tinygpt_mlx.config import ModelConfig
+from tinygpt_mlx.cpu import kernels
+from tinygpt_mlx.cpu.modules import use_cpu_modules
 from tinygpt_mlx.model import TinyGPT
 
 
@@ -100,16 +101,23 @@ def test_bad_input_is_a_clear_error(ext):
         ext.causal_self_attention(mx.zeros((1, 4, 12)), 2, 0.0)
 
 
-def test_model_takes_the_fused_path_in_training_and_falls_back_for_bfloat16(ext, monkeypatch):
+def test_cpu_model_takes_the_fused_path_in_training_and_falls_back_for_bfloat16(ext, monkeypatch):
     mx.random.seed(0)
     model = TinyGPT(ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=128), 50)
     idx = mx.random.randint(0, 50, (2, 100), key=mx.random.key(1))
+    plain = model(idx)  # training mode (dropout 0), before the CPU modules
     calls = []
     original = ext.causal_self_attention
     monkeypatch.setattr(ext, "causal_self_attention", lambda *a: calls.append(1) or original(*a))
-    plain = model(idx)
-    with cpu_attention.enabled():
-        fused = model(idx)
+    use_cpu_modules(model)
+    fused = model(idx)
     assert len(calls) == 2  # one per layer
     np.testing.assert_allclose(np.array(fused), np.array(plain), atol=1e-4)
-    assert kernels.self_attention(mx.zeros((1, 4, 12), dtype=mx.bfloat16), 2, 1.0) is None
+    model.eval()
+    assert mx.array_equal(model(idx), plain).item() and len(calls) == 2  # eval mode: the model's own code
+    model.train()
+    model(idx[:, :8], model.make_cache())  # a KV cache (generation) never takes the kernel
+    model.set_dtype(mx.bfloat16)
+    model(idx)  # bfloat16: mx.fast's attention
+    assert len(calls) == 2
+    assert not kernels.usable(mx.zeros((1, 4, 12), dtype=mx.bfloat16))

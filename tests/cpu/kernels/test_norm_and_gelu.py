@@ -7,9 +7,9 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from tinygpt_mlx import cpu_attention
 from tinygpt_mlx.config import ModelConfig
-from tinygpt_mlx.model import LayerNorm, TinyGPT, gelu_approx
+from tinygpt_mlx.cpu.modules import FusedLayerNorm, FusedMLP, use_cpu_modules
+from tinygpt_mlx.model import TinyGPT
 
 
 def close(a: mx.array, b: mx.array, atol: float = 1e-5, rtol: float = 1e-4) -> None:
@@ -61,26 +61,31 @@ def test_bad_input_is_a_clear_error(ext):
         ext.gelu(mx.zeros((4,), dtype=mx.float16))
 
 
-def test_model_uses_them_in_training_only_and_matches_without(ext, monkeypatch):
+def test_cpu_model_uses_them_in_training_only_and_matches_without(ext, monkeypatch):
     mx.random.seed(0)
     model = TinyGPT(ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=64, bias=False), 50)
     idx = mx.random.randint(0, 50, (2, 64), key=mx.random.key(1))
+    plain = model(idx)
     calls = {"layer_norm": 0, "gelu": 0}
     for name in calls:
         original = getattr(ext, name)
         monkeypatch.setattr(ext, name, lambda *a, _f=original, _n=name: calls.__setitem__(_n, calls[_n] + 1) or _f(*a))
-    plain = model(idx)
+    use_cpu_modules(model)
+    assert isinstance(model.ln_f, FusedLayerNorm) and isinstance(model.h[0].mlp, FusedMLP)
+    model.eval()
+    model(idx)
     assert calls == {"layer_norm": 0, "gelu": 0}
-    with cpu_attention.enabled():
-        fused = model(idx)
+    model.train()
+    fused = model(idx)
     assert calls == {"layer_norm": 2 * 2 + 1, "gelu": 2}  # ln_1, ln_2 per block + ln_f; one GELU per block
     close(fused, plain, atol=1e-4)
     # bfloat16 falls back to MLX's ops (the kernels are float32 only).
-    with cpu_attention.enabled():
-        assert gelu_approx(mx.zeros((4,), dtype=mx.bfloat16)).dtype == mx.bfloat16
-        x16 = mx.random.normal((2, 8)).astype(mx.bfloat16)
-        stock = nn.LayerNorm(8)
-        ours = LayerNorm(8)
-        assert ours(x16).dtype == stock(x16).dtype
-        close(ours(x16), stock(x16), atol=0)
-    assert calls["gelu"] == 2 and calls["layer_norm"] == 5
+    x16 = mx.random.normal((2, 8)).astype(mx.bfloat16)
+    stock = nn.LayerNorm(8)
+    ours = use_cpu_modules(nn.LayerNorm(8))
+    assert isinstance(ours, FusedLayerNorm) and ours(x16).dtype == stock(x16).dtype
+    close(ours(x16), stock(x16), atol=0)
+    mlp = model.h[0].mlp
+    mlp.set_dtype(mx.bfloat16)
+    assert mlp(mx.zeros((1, 2, 32), dtype=mx.bfloat16)).dtype == mx.bfloat16  # gelu.py's arithmetic GELU
+    assert calls == {"layer_norm": 5, "gelu": 2}

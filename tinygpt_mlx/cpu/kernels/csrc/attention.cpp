@@ -19,7 +19,7 @@
 #include "mlx/utils.h"
 
 #include "attention.h"
-#include "encode.h"
+#include "prepare.h"
 
 extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
                             const float* a, int lda, const float* b, int ldb, float beta, float* c,
@@ -190,15 +190,10 @@ mx::array row_contiguous(const mx::array& a, mx::Stream s) {
 }  // namespace
 
 void CausalSelfAttention::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
-  const auto& qkv = inputs[0];
   auto& y = outputs[0];
   auto& lse = outputs[1];
-  auto& encoder = prepare(stream(), inputs, {&y, &lse});
-  encoder.dispatch([qkv = mx::array::unsafe_weak_copy(qkv), y = mx::array::unsafe_weak_copy(y),
-                    lse = mx::array::unsafe_weak_copy(lse), d = dims_of(qkv, heads_),
-                    scale = scale_]() mutable {
-    forward(qkv.data<float>(), y.data<float>(), lse.data<float>(), d, scale);
-  });
+  prepare(stream(), {&y, &lse});
+  forward(inputs[0].data<float>(), y.data<float>(), lse.data<float>(), dims_of(inputs[0], heads_), scale_);
 }
 
 void CausalSelfAttention::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
@@ -227,13 +222,9 @@ std::vector<mx::Shape> CausalSelfAttention::output_shapes(const std::vector<mx::
 }
 
 void CausalSelfAttentionBackward::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
-  auto& encoder = prepare(stream(), inputs, {&out});
-  encoder.dispatch([qkv = mx::array::unsafe_weak_copy(inputs[0]), lse = mx::array::unsafe_weak_copy(inputs[1]),
-                    dy = mx::array::unsafe_weak_copy(inputs[2]),
-                    out = mx::array::unsafe_weak_copy(out), d = dims_of(inputs[0], heads_),
-                    scale = scale_]() mutable {
-    backward(qkv.data<float>(), lse.data<float>(), dy.data<float>(), out.data<float>(), d, scale);
-  });
+  prepare(stream(), {&out});
+  backward(inputs[0].data<float>(), inputs[1].data<float>(), inputs[2].data<float>(), out.data<float>(),
+           dims_of(inputs[0], heads_), scale_);
 }
 
 void CausalSelfAttentionBackward::eval_gpu(const std::vector<mx::array>&, mx::array&) {

@@ -1,4 +1,4 @@
-"""One glibc malloc arena while CPU lanes run (train/malloc_arenas.py)."""
+"""One glibc malloc arena while CPU lanes run (cpu/malloc_arenas.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ _CHILD = """
 import ctypes
 import tinygpt_mlx  # noqa: F401
 import mlx.core as mx
-from tinygpt_mlx.train import lanes
+from tinygpt_mlx.cpu import lanes
 
 pool = lanes.Lanes(4, lambda: (lambda k: [mx.ones((16, 256)) * k for _ in range(64)]))
 for _ in range(3):

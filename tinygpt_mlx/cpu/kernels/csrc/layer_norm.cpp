@@ -11,8 +11,8 @@
 #include "mlx/ops.h"
 #include "mlx/utils.h"
 
-#include "encode.h"
 #include "layer_norm.h"
+#include "prepare.h"
 
 namespace tinygpt {
 
@@ -72,14 +72,10 @@ size_t rows_of(const mx::array& x) { return x.size() / x.shape(-1); }
 }  // namespace
 
 void LayerNorm::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
-  auto& encoder = prepare(stream(), inputs, {&outputs[0], &outputs[1], &outputs[2]});
-  encoder.dispatch([x = mx::array::unsafe_weak_copy(inputs[0]), w = mx::array::unsafe_weak_copy(inputs[1]),
-                    b = mx::array::unsafe_weak_copy(inputs[2]), y = mx::array::unsafe_weak_copy(outputs[0]),
-                    mean = mx::array::unsafe_weak_copy(outputs[1]),
-                    rstd = mx::array::unsafe_weak_copy(outputs[2]), eps = eps_]() mutable {
-    forward(x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>(), mean.data<float>(),
-            rstd.data<float>(), rows_of(x), static_cast<int>(x.shape(-1)), eps);
-  });
+  prepare(stream(), {&outputs[0], &outputs[1], &outputs[2]});
+  const auto& x = inputs[0];
+  forward(x.data<float>(), inputs[1].data<float>(), inputs[2].data<float>(), outputs[0].data<float>(),
+          outputs[1].data<float>(), outputs[2].data<float>(), rows_of(x), static_cast<int>(x.shape(-1)), eps_);
 }
 
 void LayerNorm::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
@@ -111,15 +107,11 @@ bool LayerNorm::is_equivalent(const mx::Primitive& other) const {
 }
 
 void LayerNormBackward::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
-  auto& encoder = prepare(stream(), inputs, {&outputs[0], &outputs[1], &outputs[2]});
-  encoder.dispatch([x = mx::array::unsafe_weak_copy(inputs[0]), w = mx::array::unsafe_weak_copy(inputs[1]),
-                    mean = mx::array::unsafe_weak_copy(inputs[2]), rstd = mx::array::unsafe_weak_copy(inputs[3]),
-                    dy = mx::array::unsafe_weak_copy(inputs[4]), dx = mx::array::unsafe_weak_copy(outputs[0]),
-                    dw = mx::array::unsafe_weak_copy(outputs[1]),
-                    db = mx::array::unsafe_weak_copy(outputs[2])]() mutable {
-    backward(x.data<float>(), w.data<float>(), mean.data<float>(), rstd.data<float>(), dy.data<float>(),
-             dx.data<float>(), dw.data<float>(), db.data<float>(), rows_of(x), static_cast<int>(x.shape(-1)));
-  });
+  prepare(stream(), {&outputs[0], &outputs[1], &outputs[2]});
+  const auto& x = inputs[0];
+  backward(x.data<float>(), inputs[1].data<float>(), inputs[2].data<float>(), inputs[3].data<float>(),
+           inputs[4].data<float>(), outputs[0].data<float>(), outputs[1].data<float>(), outputs[2].data<float>(),
+           rows_of(x), static_cast<int>(x.shape(-1)));
 }
 
 void LayerNormBackward::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {

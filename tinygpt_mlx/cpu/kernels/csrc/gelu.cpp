@@ -1,16 +1,16 @@
 // GELU (tanh approximation) forward and backward for MLX's CPU backend, built for the host's SIMD.
 //
-// Why: MLX's CPU fused kernels are compiled without -march, so the arithmetic GELU in model.py runs
+// Why: MLX's CPU fused kernels are compiled without -march, so the arithmetic GELU in cpu/gelu.py runs
 // about 2x slower than the same loop vectorised with AVX2/FMA (measured on 4M floats). tanh is Eigen's
-// float32 rational approximation, as in model.py, so both paths agree to float rounding.
+// float32 rational approximation, as in cpu/gelu.py, so both paths agree to float rounding.
 #include <cmath>
 #include <stdexcept>
 
 #include "mlx/ops.h"
 #include "mlx/utils.h"
 
-#include "encode.h"
 #include "gelu.h"
+#include "prepare.h"
 
 namespace tinygpt {
 
@@ -57,10 +57,8 @@ void backward(const float* x, const float* dy, float* dx, size_t n) {
 }  // namespace
 
 void Gelu::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
-  auto& encoder = prepare(stream(), inputs, {&out});
-  encoder.dispatch([x = mx::array::unsafe_weak_copy(inputs[0]), y = mx::array::unsafe_weak_copy(out)]() mutable {
-    forward(x.data<float>(), y.data<float>(), x.size());
-  });
+  prepare(stream(), {&out});
+  forward(inputs[0].data<float>(), out.data<float>(), out.size());
 }
 
 void Gelu::eval_gpu(const std::vector<mx::array>&, mx::array&) {
@@ -77,11 +75,8 @@ std::vector<mx::array> Gelu::vjp(const std::vector<mx::array>& primals, const st
 std::vector<mx::Shape> Gelu::output_shapes(const std::vector<mx::array>& inputs) { return {inputs[0].shape()}; }
 
 void GeluBackward::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
-  auto& encoder = prepare(stream(), inputs, {&out});
-  encoder.dispatch([x = mx::array::unsafe_weak_copy(inputs[0]), dy = mx::array::unsafe_weak_copy(inputs[1]),
-                    dx = mx::array::unsafe_weak_copy(out)]() mutable {
-    backward(x.data<float>(), dy.data<float>(), dx.data<float>(), x.size());
-  });
+  prepare(stream(), {&out});
+  backward(inputs[0].data<float>(), inputs[1].data<float>(), out.data<float>(), out.size());
 }
 
 void GeluBackward::eval_gpu(const std::vector<mx::array>&, mx::array&) {
