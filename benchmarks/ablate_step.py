@@ -1,27 +1,25 @@
-"""What each CPU training optimisation gained: the product's TrainStep with them switched on one by one.
+"""What each CPU training optimisation gains: the product's step with them switched on one by one.
 
 Run by hand (not a test):
 
     python benchmarks/ablate_step.py                  # reference shape, fp32, 7 alternating rounds
     python benchmarks/ablate_step.py --rounds 9 --json ablation.json
 
-Variants, each a full TrainStep (forward + backward + clipping + AdamW) on the same weights and batch:
-  baseline          one stream, mx.fast.scaled_dot_product_attention (the step before this work)
-  +arith-exp        attention through tinygpt_mlx.cpu_attention (arithmetic exp, own softmax backward)
-  +causal-split     ... and the first half of the queries attends to the first half of the keys only
-  +2 lanes          ... and each batch split over 2 threads with their own streams (train/lanes.py)
+Variants, each a full step (forward + backward + clipping + AdamW) on the same weights and batch:
+  plain             train/step.py's TrainStep on the plain model, one stream (what a GPU runs)
+  +arith-GELU       ... through cpu.accelerate with one lane and TINYGPT_KERNELS=0: the CPU modules'
+                    fallback GELU (cpu/gelu.py), what runs where the kernels cannot build
+  +2 lanes          ... and each batch split over 2 threads with their own streams (cpu/lanes.py)
   +4 lanes          ... over 4 threads (what runtime.cpu_threads: 0 picks on 2 cores)
-  +C++ kernels      ... and tinygpt_mlx.kernels: fused attention, layer norm and GELU (the product now)
-The variants before the last run with TINYGPT_KERNELS=0, as the product does where the kernels cannot build.
+  +C++ kernels      ... and cpu/kernels: fused attention, layer norm and GELU (the product)
 Each variant lives in its own worker process (in one process, the lane variants' threads and BLAS
-thread switching slowed the single-stream variants by 30-45%), traced under its own settings; the
+thread switching slow the single-stream variants by 30-45%), traced under its own settings; the
 parent then steps the variants in turn, round after round, so machine load hits all alike. Medians.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -36,38 +34,22 @@ import mlx.core as mx
 
 from shapes import product_step, shape_parser
 
-from tinygpt_mlx import cpu_attention
 from tinygpt_mlx.envinfo import environment_record
 
-VARIANTS = {  # name: (runtime.cpu_threads, arithmetic-exp attention, causal split)
-    "baseline": (1, False, False),
-    "+arith-exp": (1, True, False),
-    "+causal-split": (1, True, True),
-    "+2 lanes": (2, True, True),
-    "+4 lanes": (4, True, True),
-    "+C++ kernels": (4, True, True),
+VARIANTS = {  # name: (through cpu.accelerate, runtime.cpu_threads, C++ kernels)
+    "plain": (False, 1, False),
+    "+arith-GELU": (True, 1, False),
+    "+2 lanes": (True, 2, False),
+    "+4 lanes": (True, 4, False),
+    "+C++ kernels": (True, 4, True),
 }
 
 
-@contextlib.contextmanager
-def attention_switches(arith: bool, split: bool):
-    active, min_split = cpu_attention.active, cpu_attention.MIN_SPLIT
-    if not arith:
-        cpu_attention.active = lambda: False
-    if not split:
-        cpu_attention.MIN_SPLIT = 1 << 30
-    try:
-        yield
-    finally:
-        cpu_attention.active, cpu_attention.MIN_SPLIT = active, min_split
-
-
-def build(args: argparse.Namespace, threads: int, arith: bool, split: bool, x: mx.array, y: mx.array):
-    _, _, step = product_step(args, args.batch, threads)
-    with attention_switches(arith, split):
-        for _ in range(2):  # trace, then one warm step
-            loss, _, _ = step(x, y)
-            mx.eval(step.state, loss)
+def build(args: argparse.Namespace, accelerated: bool, threads: int, x: mx.array, y: mx.array):
+    _, _, step = product_step(args, args.batch, threads, accelerated=accelerated)
+    for _ in range(2):  # trace, then one warm step
+        loss, _, _ = step(x, y)
+        mx.eval(step.state, loss)
     return step
 
 
@@ -76,7 +58,8 @@ def worker(args: argparse.Namespace) -> None:
     x = mx.random.randint(0, args.vocab, (args.batch, args.seq), key=mx.random.key(1))
     y = mx.roll(x, -1, axis=1)
     mx.eval(x, y)
-    step = build(args, *VARIANTS[args.worker], x, y)
+    accelerated, threads, _ = VARIANTS[args.worker]
+    step = build(args, accelerated, threads, x, y)
     print("ready", flush=True)
     for line in sys.stdin:
         if line.strip() != "step":
@@ -99,7 +82,7 @@ def main() -> None:
              f"--seq={args.seq}", f"--batch={args.batch}", f"--vocab={args.vocab}"]
     procs = {}
     for name in VARIANTS:  # one at a time: tracing is the busiest part
-        env = {**os.environ, "TINYGPT_KERNELS": "1" if name == "+C++ kernels" else "0"}
+        env = {**os.environ, "TINYGPT_KERNELS": "1" if VARIANTS[name][2] else "0"}
         procs[name] = subprocess.Popen([sys.executable, __file__, "--worker", name, *shape], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, text=True, env=env)
         assert procs[name].stdout.readline().strip() == "ready"
@@ -117,10 +100,10 @@ def main() -> None:
         proc.stdin.flush()
         proc.wait()
     tokens = args.batch * args.seq
-    base = statistics.median(times["baseline"])
+    base = statistics.median(times["plain"])
     print(f"d{args.d_model}/L{args.n_layers}/H{args.n_heads} seq {args.seq} batch {args.batch} vocab {args.vocab} "
           f"fp32; median of {args.rounds} alternating rounds")
-    print(f"{'variant':16s} {'step ms':>9s} {'tokens/s':>9s} {'vs baseline':>11s}  loss after {args.rounds + 2} steps")
+    print(f"{'variant':16s} {'step ms':>9s} {'tokens/s':>9s} {'vs plain':>11s}  loss after {args.rounds + 2} steps")
     rows = []
     for name, ts in times.items():
         med = statistics.median(ts)

@@ -8,7 +8,8 @@ Run by hand (not a test):
 The plain loop is the mlx-examples / mlx-lm recipe: a GPT-2 written with mlx.nn (nn.MultiHeadAttention-free,
 mx.fast.scaled_dot_product_attention, nn.gelu_approx, nn.LayerNorm), `nn.value_and_grad`, `optim.AdamW`
 and `@partial(mx.compile, inputs=state, outputs=state)` around forward + backward + update. TinyGPT's side is
-the product's TrainStep (which also clips gradients, masks weight decay and guards non-finite steps).
+the product's step as `tinygpt train` builds it (make_train_step + cpu.accelerate; it also clips
+gradients, masks weight decay and guards non-finite steps).
 The two alternate step by step; medians of wall and process CPU time; MLX allocator peak of each.
 """
 
@@ -27,12 +28,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 # isort: on
 
-from shapes import shape_parser
-
-from tinygpt_mlx.config import Config, ModelConfig
-from tinygpt_mlx.model import TinyGPT
-from tinygpt_mlx.train.optim import build_optimizer
-from tinygpt_mlx.train.step import TrainStep
+from shapes import product_step, shape_parser
 
 
 class PlainBlock(nn.Module):
@@ -89,11 +85,7 @@ def plain_step(args: argparse.Namespace):
 
 
 def tinygpt_step(args: argparse.Namespace):
-    cfg = Config()
-    cfg.model = ModelConfig(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, max_seq_len=args.seq)
-    cfg.schedule.warmup_steps = 0
-    model = TinyGPT(cfg.model, args.vocab)
-    step = TrainStep(model, build_optimizer(cfg, 10_000), cfg)
+    _, _, step = product_step(args, args.batch, cpu_threads=0)
 
     def run(x, y):
         loss, _, _ = step(x, y)

@@ -7,7 +7,7 @@ Run by hand (not a test):
 
 Both sides run forward + backward + gradient clipping (1.0) + AdamW with decay on matrices only, on the
 same shapes (reference: d_model 256 / 4 layers / 4 heads / seq 256 / batch 16 / vocab 65). MLX uses the
-product's own compiled TrainStep and build_optimizer; PyTorch a plain GPT-2 module (below) with
+product's own step as `tinygpt train` builds it (make_train_step + cpu.accelerate); PyTorch a plain GPT-2 module (below) with
 F.scaled_dot_product_attention(is_causal=True) and tanh GELU, eager, `torch.set_num_threads(threads)`.
 Steps alternate MLX, torch, MLX, ... so machine load hits both alike; warm-up is excluded, medians
 reported, with the process CPU time of each step beside the wall time (steadier on a shared machine).
@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 
-from shapes import shape_parser
+from shapes import product_step, shape_parser
 
 
 def rss_mb() -> float:
@@ -121,18 +121,7 @@ def build_mlx(args: argparse.Namespace):
     import tinygpt_mlx  # noqa: F401, I001
     import mlx.core as mx
 
-    from tinygpt_mlx.config import Config, ModelConfig
-    from tinygpt_mlx.model import TinyGPT
-    from tinygpt_mlx.train.optim import build_optimizer
-    from tinygpt_mlx.train.step import TrainStep
-
-    cfg = Config()
-    cfg.model = ModelConfig(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, max_seq_len=args.seq)
-    cfg.runtime.precision = args.dtype
-    cfg.schedule.warmup_steps = 0
-    mx.random.seed(0)
-    model = TinyGPT(cfg.model, args.vocab)
-    train_step = TrainStep(model, build_optimizer(cfg, 10_000), cfg)
+    _, model, train_step = product_step(args, args.batch, cpu_threads=0, precision=args.dtype)
 
     def step(x, y):
         loss, _, _ = train_step(x, y)

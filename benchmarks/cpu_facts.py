@@ -2,8 +2,9 @@
 
 Run by hand (not a test):  python benchmarks/cpu_facts.py [--repeats 9]
 
-1. exp: mx.exp, mx.softmax and cpu_attention.exp_nonpositive on a [16, 4, 256, 256] score tensor (and
-   torch.exp in a child process that never loads tinygpt_mlx, when torch is installed).
+1. Transcendentals are scalar loops: mx.exp and mx.softmax on a [16, 4, 256, 256] score tensor (and
+   torch.exp in a child process that never loads tinygpt_mlx, when torch is installed); GELU forward +
+   backward on a [4096, 1024] activation, nn.gelu_approx (tanh) against cpu/gelu.py's arithmetic form.
 2. Scaling over two threads, each with its own stream: compute-bound (a chain of exp) and memory-bound
    (a chain of adds over 16 MB arrays), against the same work on one thread.
 3. fp32 GEMM (n = 2048) with OpenBLAS at 1 and 2 threads.
@@ -26,10 +27,12 @@ import tinygpt_mlx  # noqa: F401 - loads the fast BLAS before mlx.core binds the
 import mlx.core as mx
 # isort: on
 
-from tinygpt_mlx import cpu_attention
+import mlx.nn as nn
+
 from tinygpt_mlx.bench import _median_time
 from tinygpt_mlx.config import ModelConfig
 from tinygpt_mlx.cpu import blas
+from tinygpt_mlx.cpu.gelu import gelu_arith
 from tinygpt_mlx.envinfo import measure_gemm_gflops
 from tinygpt_mlx.loss import cross_entropy_loss
 from tinygpt_mlx.model import TinyGPT
@@ -74,16 +77,19 @@ def main() -> None:
     scores = mx.random.normal((16, 4, 256, 256)) * 10
     scores = scores - scores.max(axis=-1, keepdims=True)
     mx.eval(scores)
-    arith = mx.compile(cpu_attention.exp_nonpositive)
     print(f"   mx.exp                          {timed(lambda: mx.eval(mx.exp(scores)), n):7.1f} ms")
     print(f"   mx.softmax                      {timed(lambda: mx.eval(mx.softmax(scores, axis=-1)), n):7.1f} ms")
-    print(f"   cpu_attention.exp_nonpositive   {timed(lambda: mx.eval(arith(scores)), n):7.1f} ms")
     try:
         out = subprocess.run([sys.executable, "-c", TORCH_EXP.format(repeats=n)], capture_output=True, text=True,
                              timeout=300, check=True).stdout
         print(f"   torch.exp (2 threads)           {float(out):7.1f} ms")
     except (subprocess.SubprocessError, ValueError):
         print("   torch.exp                       (torch not installed)")
+    acts, grads_out = mx.random.normal((4096, 1024)) * 3, mx.random.normal((4096, 1024))
+    mx.eval(acts, grads_out)
+    for name, gelu in (("nn.gelu_approx", nn.gelu_approx), ("cpu.gelu.gelu_arith", gelu_arith)):
+        both = mx.compile(mx.value_and_grad(lambda x, gelu=gelu: (gelu(x) * grads_out).sum()))
+        print(f"   GELU fwd+bwd, {name:19s} {timed(lambda both=both: mx.eval(both(acts)), n):7.1f} ms")
 
     print("2. two threads with their own streams vs one thread, same total work")
     inputs = [mx.random.normal((16, 4, 256, 256)) for _ in range(2)]
@@ -143,7 +149,7 @@ def main() -> None:
     lock = threading.Lock()
 
     def half(i: int):
-        with lock:  # graph building mutates the shared model, as in train/lanes.py
+        with lock:  # graph building mutates the shared model, as in cpu/lanes.py
             out = grad(params, *halves[i])
             model.update(params)
         return out

@@ -1,23 +1,23 @@
 """Where a training step's time goes: each kind of op timed on its own at the step's real shapes.
 
-On the CPU, TrainStep splits the batch over n lanes (threads with their own streams, single-threaded
-BLAS; train/lanes.py) that run at once. So this profiles one lane: every component at the lane's share
-of the batch (B / n rows) with BLAS at cores // n threads, against a one-lane TrainStep on that share.
+On the CPU, the product's step splits the batch over n lanes (threads with their own streams,
+single-threaded BLAS; cpu/lanes.py) that run at once. So this profiles one lane: every component at the
+lane's share of the batch (B / n rows) with BLAS at cores // n threads, against a one-lane step on that share.
 The product's full n-lane step on the whole batch is printed alongside for reference.
 
 Run by hand (not a test):
 
     python benchmarks/profile_step.py                 # reference shape, fp32
-    python benchmarks/profile_step.py --stock-gelu    # with mlx.nn.gelu_approx, as before the fast CPU GELU
+    python benchmarks/profile_step.py --stock-gelu    # GELU as mlx.nn.gelu_approx, not the CPU modules' GELU
     python benchmarks/profile_step.py --json profile.json
 
 Rows: all linear-layer GEMMs (forward, input and weight gradients, the tied head included), attention
 (the fused C++ kernel where it builds, else head split, causal SDPA and its backward, head merge), layer
-norms, GELU (the kernels where they build), cross-entropy, the embedding gathers and their scatter-add
-gradients, the optimizer (clip + AdamW with decay mask + the non-finite
-guard, as TrainStep runs it), and data (window sampling from a token array + host-to-MLX copy). Each is
+norms, GELU (the kernels where they build, else cpu/gelu.py), cross-entropy, the embedding gathers and
+their scatter-add gradients, the optimizer (clip + AdamW with decay mask + the non-finite guard, as
+TrainStep.apply runs it), and data (window sampling from a token array + host-to-MLX copy). Each is
 a compiled function with forward + backward where there is one, multiplied by its count per step. The
-components and the full TrainStep alternate round by round; medians of wall and process CPU time are
+components and the full step alternate round by round; medians of wall and process CPU time are
 reported. "other" is the full step minus the sum: residual adds, casts, graph scheduling, memory traffic.
 """
 
@@ -38,15 +38,16 @@ import numpy as np
 from shapes import product_step, shape_parser
 
 import tinygpt_mlx.model as model_lib
-from tinygpt_mlx import cpu_attention, kernels
 from tinygpt_mlx.config import Config
-from tinygpt_mlx.cpu import blas
+from tinygpt_mlx.cpu import blas, kernels
+from tinygpt_mlx.cpu import lanes as lanes_lib
+from tinygpt_mlx.cpu import modules as cpu_modules
+from tinygpt_mlx.cpu.gelu import gelu_arith
 from tinygpt_mlx.loss import cross_entropy_loss
-from tinygpt_mlx.train import lanes as lanes_lib
 from tinygpt_mlx.train.optim import build_optimizer
 
 
-def components(args: argparse.Namespace, cfg: Config, model: model_lib.TinyGPT) -> dict:
+def components(args: argparse.Namespace, cfg: Config, model: model_lib.TinyGPT, stock_gelu: bool) -> dict:
     """name -> (function of no arguments returning arrays to evaluate, count per step, FLOPs per call)."""
     B, T, d, V, L, H = args.batch, args.seq, args.d_model, args.vocab, args.n_layers, args.n_heads
     f = cfg.model.hidden_dim
@@ -71,31 +72,30 @@ def components(args: argparse.Namespace, cfg: Config, model: model_lib.TinyGPT) 
     scale = (d // H) ** -0.5
 
     def attn_core(qkv):
-        fused = kernels.self_attention(qkv, H, scale)  # the C++ kernel, where it builds
-        if fused is not None:
-            return (fused * gy).sum()
+        if kernels.usable(qkv):  # the C++ kernel, where it builds
+            return (kernels.self_attention(qkv, H, scale) * gy).sum()
         q, k, v = mx.split(qkv, 3, axis=-1)
         q, k, v = (a.reshape(B, T, H, -1).transpose(0, 2, 1, 3) for a in (q, k, v))
-        y = cpu_attention.causal_attention(q, k, v, scale)  # what TrainStep traces on the CPU
+        y = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask="causal")
         return (y.transpose(0, 2, 1, 3).reshape(B, T, d) * gy).sum()
 
     attn = mx.grad(attn_core)
     attn_flops = 3 * 2 * 2 * B * H * T * T * (d // H)  # QK^T and PV, forward + 2x backward
 
     x_ln, g_ln, w_ln, b_ln = rnd(B, T, d), rnd(B, T, d), mx.ones((d,)), mx.zeros((d,))
-    norm = model_lib.LayerNorm(d, eps=cfg.model.layer_norm_eps)
+    norm = cpu_modules.FusedLayerNorm(d, eps=cfg.model.layer_norm_eps)  # training mode: the kernel, where it builds
 
     def ln_loss(x, w, b):
         norm.update({"weight": w, "bias": b})
-        with cpu_attention.enabled():  # as TrainStep traces it: the kernel where it builds
-            return (norm(x) * g_ln).sum()
+        return (norm(x) * g_ln).sum()
 
     ln = mx.grad(ln_loss, argnums=(0, 1, 2))
     x_fc, g_fc = rnd(B, T, f), rnd(B, T, f)
 
     def gelu_loss(x):
-        with cpu_attention.enabled():
-            return (model_lib.gelu_approx(x) * g_fc).sum()
+        if stock_gelu:
+            return (nn.gelu_approx(x) * g_fc).sum()
+        return ((kernels.gelu(x) if kernels.usable(x) else gelu_arith(x)) * g_fc).sum()  # as FusedMLP runs it
 
     gelu = mx.grad(gelu_loss)
     logits, targets = rnd(B, T, V), mx.random.randint(0, V, (B, T), key=next(key))
@@ -106,7 +106,7 @@ def components(args: argparse.Namespace, cfg: Config, model: model_lib.TinyGPT) 
     g_emb = rnd(B, T, d)
     embed = mx.grad(lambda a, b: ((a[idx] + b[mx.arange(T)]) * g_emb).sum(), argnums=(0, 1))
 
-    # The optimizer as TrainStep applies it: clip, AdamW (decay mask via MultiOptimizer), guard.
+    # The optimizer as TrainStep.apply runs it: clip, AdamW (decay mask via MultiOptimizer), guard.
     optimizer = build_optimizer(cfg, 10_000)
     params = model.trainable_parameters()
     grads = nn.utils.tree_map(lambda p: 1e-3 * mx.ones_like(p), params)
@@ -135,7 +135,7 @@ def components(args: argparse.Namespace, cfg: Config, model: model_lib.TinyGPT) 
     gemms, attn, ln, gelu, xent, embed = (mx.compile(fn) for fn in (gemms, attn, ln, gelu, xent, embed))
     return {
         "GEMMs (linear layers + head, fwd+bwd)": (gemms, 1, gemm_flops),
-        "attention (fused kernel; else cpu_attention + head split/merge)": (lambda: attn(qkv), L, attn_flops),
+        "attention (fused kernel; else SDPA + head split/merge)": (lambda: attn(qkv), L, attn_flops),
         "layer norm (fwd+bwd)": (lambda: ln(x_ln, w_ln, b_ln), 2 * L + 1, 0),
         "GELU (fwd+bwd)": (lambda: gelu(x_fc), L, 0),
         "cross-entropy (fwd+bwd)": (lambda: xent(logits), 1, 0),
@@ -148,11 +148,11 @@ def components(args: argparse.Namespace, cfg: Config, model: model_lib.TinyGPT) 
 def main() -> None:
     p = shape_parser(__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--stock-gelu", action="store_true", help="use mlx.nn.gelu_approx (the pre-optimisation GELU)")
+    p.add_argument("--stock-gelu", action="store_true", help="GELU as mlx.nn.gelu_approx, not the CPU modules' GELU")
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    if args.stock_gelu:
-        model_lib.gelu_approx = nn.gelu_approx
+    if args.stock_gelu:  # the step's MLPs keep the model's own forward (nn.gelu_approx) in training too
+        cpu_modules.CPU_MODULES.pop(model_lib.MLP)
 
     n_lanes = lanes_lib.auto_lanes(args.batch)
     lane_args = argparse.Namespace(**{**vars(args), "batch": args.batch // n_lanes})
@@ -172,8 +172,8 @@ def main() -> None:
     cfg, model, lane_step = train_step(lane_args.batch, 1)
     _, _, full_step = train_step(args.batch, n_lanes)
     blas.set_threads(max(1, lanes_lib.usable_cores() // n_lanes))
-    parts = components(lane_args, cfg, model)
-    runs = {"one lane's TrainStep": (lane_step, 1, 0), **parts}
+    parts = components(lane_args, cfg, model, args.stock_gelu)
+    runs = {"one lane's step": (lane_step, 1, 0), **parts}
     for fn, _, _ in runs.values():
         for _ in range(2):
             mx.eval(fn())
@@ -194,7 +194,7 @@ def main() -> None:
         product.append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in walls.items()}
     cpu = {k: statistics.median(v) for k, v in cpus.items()}
-    total = med["one lane's TrainStep"]
+    total = med["one lane's step"]
     rows = []
     for name, (_, count, flops) in runs.items():
         rows.append({"component": name, "count_per_step": count, "ms": med[name] * 1e3, "cpu_ms": cpu[name] * 1e3,
@@ -202,13 +202,13 @@ def main() -> None:
                      "gflops_per_s": flops * count / med[name] / 1e9 if flops else None})
     parts_sum = sum(med[k] for k in parts)
     rows.append({"component": "other (full step - sum of parts)", "count_per_step": 1, "ms": (total - parts_sum) * 1e3,
-                 "cpu_ms": (cpu["one lane's TrainStep"] - sum(cpu[k] for k in parts)) * 1e3,
+                 "cpu_ms": (cpu["one lane's step"] - sum(cpu[k] for k in parts)) * 1e3,
                  "share": (total - parts_sum) / total, "gflops_per_s": None})
 
     tokens = args.batch * args.seq
     full = statistics.median(product)
     print(f"d{args.d_model}/L{args.n_layers}/H{args.n_heads} seq {args.seq} batch {args.batch} vocab {args.vocab} fp32, "
-          f"GELU: {'stock nn.gelu_approx' if args.stock_gelu else 'tinygpt_mlx.model.gelu_approx'}; "
+          f"GELU: {'stock nn.gelu_approx' if args.stock_gelu else 'the CPU modules (kernel, else cpu/gelu.py)'}; "
           f"median of {args.rounds}")
     print(f"product step: {n_lanes} lanes x batch {lane_args.batch}, {full * 1e3:.0f} ms = {tokens / full:.0f} tokens/s; "
           f"one lane alone: {total * 1e3:.0f} ms (the lanes overlap {n_lanes * total / full:.2f}x)")
