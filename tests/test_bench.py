@@ -19,8 +19,8 @@ TRAIN_KEYS = {"tokens_per_s", "step_ms", "step_ms_all", "flops_per_token", "achi
               "cpu_threads"}
 PREFILL_KEYS = {"tokens_per_s", "ms", "prompt_tokens", "flops_per_token", "achieved_gflops", "mfu", "peak_memory_mb"}
 DECODE_KEYS = {"tokens_per_s", "ms_per_token", "prompt_tokens", "new_tokens", "peak_memory_mb"}
-CASE_KEYS = {"size", "d_model", "n_layers", "n_heads", "params", "non_embedding_params", "seq_len", "batch", "dtype",
-             "train", "prefill", "decode"}
+CASE_KEYS = {"size", "arch", "d_model", "n_layers", "n_heads", "params", "non_embedding_params", "seq_len", "batch",
+             "dtype", "train", "prefill", "decode"}
 
 
 def tiny_settings(**kw) -> BenchSettings:
@@ -89,8 +89,16 @@ def test_sizes_cover_the_cost_growth_grid():
 
 
 def test_bad_settings_are_reported_together():
-    problems = tiny_settings(sizes=["huge"], seq_lens=[1], dtype="int8").validate()
-    assert len(problems) == 3
+    problems = tiny_settings(sizes=["huge"], seq_lens=[1], dtype="int8", arch="lama").validate()
+    assert len(problems) == 4
+
+
+def test_llama_sizes_bench_the_llama_arch():
+    (case,) = run_bench(tiny_settings(arch="llama", phases=["prefill"]))["results"]
+    cfg = model_config("tiny", 16, "llama")
+    assert case["arch"] == cfg.arch == "llama" and case["params"] == count_params_closed_form(cfg, 65)
+    assert case["params"] != count_params_closed_form(model_config("tiny", 16), 65)
+    assert case["prefill"]["flops_per_token"] == pytest.approx(flops_per_token(cfg, 65, 16, include_head=True) / 3)
 
 
 def test_cli_writes_json_and_plot(tmp_path):

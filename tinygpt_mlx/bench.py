@@ -23,7 +23,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from tinygpt_mlx.config import Config, ModelConfig
+from tinygpt_mlx.config import CHOICES, Config, ModelConfig, check_choice
 from tinygpt_mlx.model import TinyGPT, count_params_closed_form, flops_per_token
 
 SCHEMA = "tinygpt-bench/1"
@@ -55,6 +55,8 @@ class BenchSettings:
     """New tokens per decode measurement (fewer if the context would overflow)."""
     gemm_n: int = 2048
     phases: list[str] = field(default_factory=lambda: ["train", "prefill", "decode"])
+    arch: str = "gpt2"
+    """model.arch of every size: gpt2 or llama."""
 
     def validate(self) -> list[str]:
         problems = [f"unknown size {s!r} (choose from {', '.join(SIZES)})" for s in self.sizes if s not in SIZES]
@@ -65,6 +67,7 @@ class BenchSettings:
             problems.append("batch and steps must be >= 1, warmup and tokens >= 0")
         problems += [f"unknown phase {p!r} (train, prefill, decode)" for p in self.phases
                      if p not in ("train", "prefill", "decode")]
+        problems += check_choice("arch", self.arch, CHOICES["model.arch"])
         return problems
 
     def batch_for(self, seq_len: int) -> int:
@@ -72,9 +75,9 @@ class BenchSettings:
         return max(1, self.tokens // seq_len) if self.tokens else self.batch
 
 
-def model_config(size: str, seq_len: int) -> ModelConfig:
+def model_config(size: str, seq_len: int, arch: str = "gpt2") -> ModelConfig:
     d, n_layers, n_heads = SIZES[size]
-    return ModelConfig(d_model=d, n_layers=n_layers, n_heads=n_heads, max_seq_len=seq_len)
+    return ModelConfig(arch=arch, d_model=d, n_layers=n_layers, n_heads=n_heads, max_seq_len=seq_len)
 
 
 def _median_time(fn, steps: int, warmup: int) -> tuple[float, list[float]]:
@@ -191,8 +194,8 @@ def run_bench(s: BenchSettings, progress=None) -> dict:
     results = []
     for size in s.sizes:
         for T in s.seq_lens:
-            cfg = model_config(size, T)
-            case = {"size": size, "d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
+            cfg = model_config(size, T, s.arch)
+            case = {"size": size, "arch": s.arch, "d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
                     "params": count_params_closed_form(cfg, s.vocab),
                     "non_embedding_params": count_params_closed_form(cfg, s.vocab, non_embedding=True),
                     "seq_len": T, "batch": s.batch_for(T), "dtype": s.dtype}

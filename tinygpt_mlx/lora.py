@@ -92,13 +92,9 @@ def check_lora_args(modules: Sequence[str], rank: int, alpha: float, dropout: fl
     return problems
 
 
-def _blocks(model: nn.Module) -> list[nn.Module]:
-    return model.layers if model.cfg.arch == "llama" else model.h
-
-
 def _targets(model: nn.Module, modules: Sequence[str], last_k_layers: int | None) -> list[tuple[nn.Module, str]]:
     """(parent module, attribute) pairs, in layer order, for every linear layer the settings name."""
-    blocks = _blocks(model)
+    blocks = model.blocks
     if last_k_layers is not None:
         blocks = blocks[-last_k_layers:]
     table = MODULE_PATHS[model.cfg.arch]
@@ -176,7 +172,7 @@ def save_adapters(model: nn.Module, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     mx.save_safetensors(str(directory / ADAPTER_WEIGHTS), adapter_weights(model))
-    config = {"format": ADAPTER_FORMAT, "n_layers": len(_blocks(model)), **asdict(settings)}
+    config = {"format": ADAPTER_FORMAT, "n_layers": len(model.blocks), **asdict(settings)}
     config["modules"] = list(settings.modules)
     # Config last: a folder with a config is a complete adapter.
     (directory / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
@@ -192,9 +188,9 @@ def load_adapters(model: nn.Module, directory: str | Path) -> nn.Module:
     config = json.loads(config_path.read_text())
     if config.get("format") != ADAPTER_FORMAT:
         raise UserError(f"{config_path} has format {config.get('format')!r}, expected {ADAPTER_FORMAT!r}")
-    if config["n_layers"] != len(_blocks(model)):
+    if config["n_layers"] != len(model.blocks):
         raise UserError(f"adapters in {directory} were made for {config['n_layers']} layers, "
-                        f"the model has {len(_blocks(model))}")
+                        f"the model has {len(model.blocks)}")
     apply_lora(model, config["modules"], config["last_k_layers"], config["rank"], config["alpha"],
                config["dropout"])
     weights = mx.load(str(weights_path))

@@ -55,12 +55,13 @@ def story() -> str:
 
 
 def widen(model: TinyGPT, seed: int, std: float = 0.3) -> None:
-    """Redraw every parameter from N(0, std) (LayerNorm gains around 1) so logits are far from flat."""
+    """Redraw every parameter from N(0, std) (norm gains around 1) so logits are far from flat."""
     mx.random.seed(seed)
     params = []
     for name, value in tree_flatten(model.parameters()):
         noise = std * mx.random.normal(value.shape)
-        params.append((name, 1.0 + noise if ".ln_" in f".{name}" and name.endswith("weight") else noise))
+        gain = name.endswith("weight") and (".ln_" in f".{name}" or "norm" in name)  # GPT-2's ln_*, llama's *norm
+        params.append((name, 1.0 + noise if gain else noise))
     model.update(tree_unflatten(params))
     mx.eval(model.parameters())
 

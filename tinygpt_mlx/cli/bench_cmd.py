@@ -37,13 +37,14 @@ def bench(
     gemm_n: int = typer.Option(2048, "--gemm-n", help="Matrix size of the fp32 GEMM peak measurement."),
     json_out: str = typer.Option(None, "--json", help="Write the full record (with the machine) here."),
     plot: str = typer.Option(None, "--plot", help="Write a tokens/s + memory vs sequence length PNG here."),
+    arch: str = typer.Option("gpt2", "--arch", help="Model architecture of every size: gpt2 or llama."),
 ) -> None:
     """Tokens/s of a compiled training step, prefill and KV-cache decode; FLOPs, MFU, peak memory."""
     from tinygpt_mlx.bench import BenchSettings, plot_bench, run_bench
 
     settings = BenchSettings(sizes=_split(sizes), seq_lens=_split(seq_len, int), batch=batch, tokens=tokens, steps=steps,
                              warmup=warmup, dtype=dtype, vocab=vocab, decode_tokens=decode_tokens, gemm_n=gemm_n,
-                             phases=_split(phases))
+                             phases=_split(phases), arch=arch)
     problems = settings.validate()
     if problems:
         raise UserError("; ".join(problems))

@@ -13,7 +13,7 @@ app.add_typer(import_app, name="import")
 @app.command("export")
 def export(
     checkpoint: str = typer.Option(..., "--checkpoint", help="Step folder, last/best link, or run folder (its last)."),
-    fmt: str = typer.Option(..., "--format", help="'mlx-lm' (mlx_lm.load) or 'hf' (transformers GPT2LMHeadModel)."),
+    fmt: str = typer.Option(..., "--format", help="'mlx-lm' (mlx_lm.load) or 'hf' (transformers GPT2LMHeadModel or LlamaForCausalLM)."),
     output: str = typer.Option(..., "--output", "-o", help="New (or empty) folder to write."),
 ) -> None:
     """Export a checkpoint as a model folder that mlx-lm or transformers loads as it is."""

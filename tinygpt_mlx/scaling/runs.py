@@ -21,7 +21,7 @@ FAILED_FILE = "FAILED"  # written by the sweep after a run failed; removed when 
 # Columns after the swept keys, in this order.
 COLUMNS = ("params", "non_embedding_params", "tokens_seen", "compute_flops", "steps", "final_val_loss",
            "best_val_loss", "final_val_bpb", "best_val_bpb", "wall_time_s", "run_dir")
-EMBEDDING_TABLES = ("wte.weight", "wpe.weight")
+EMBEDDING_TABLES = ("wte.weight", "wpe.weight", "embed_tokens.weight")
 
 
 def _last_checkpoint(run_dir: Path) -> Path | None:

@@ -288,7 +288,7 @@ class Checkpoint:
     @property
     def vocab_size(self) -> int:
         """Rows of the saved embedding: the model's vocabulary."""
-        return int(self.weights["wte.weight"].shape[0])
+        return int(self.weights["embed_tokens.weight" if self.cfg.model.arch == "llama" else "wte.weight"].shape[0])
 
     def restore_optimizer(self, optimizer: optim.Optimizer) -> None:
         """Give optimizer the saved state (before the compiled step captures it)."""

@@ -1,11 +1,11 @@
 """Optimizer construction: AdamW / Adam / SGD with the LR schedule and a weight-decay mask.
 
-Weight decay shrinks matrices only (GPT-2 / nanoGPT practice): biases and LayerNorm gains are 1-D and
-decaying them only fights their scale, and the wte/wpe tables are lookups whose rows receive sparse
-gradients, so decay would mostly just pull rarely seen tokens to zero. mlx's AdamW decays every
-parameter it is given, so the parameters are split by name into two groups with
-`mlx.optimizers.MultiOptimizer`: the first optimizer (with decay) takes what `is_decayed` accepts,
-the second (decay 0) takes the rest. An untied `lm_head` is a real matrix and is decayed.
+Weight decay shrinks matrices only (GPT-2 / nanoGPT practice): biases and norm gains are 1-D and
+decaying them only fights their scale, and the embedding tables (GPT-2's wte/wpe, llama's embed_tokens)
+are lookups whose rows receive sparse gradients, so decay would mostly just pull rarely seen tokens to
+zero. mlx's AdamW decays every parameter it is given, so the parameters are split by name into two
+groups with `mlx.optimizers.MultiOptimizer`: the first optimizer (with decay) takes what `is_decayed`
+accepts, the second (decay 0) takes the rest. An untied `lm_head` is a real matrix and is decayed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import mlx.optimizers as optim
 from tinygpt_mlx.config import Config
 from tinygpt_mlx.train.schedule import build_schedule
 
-EMBEDDINGS = ("wte", "wpe")
+EMBEDDINGS = ("wte", "wpe", "embed_tokens")
 
 
 def is_decayed(path: str, param: mx.array) -> bool:
