@@ -37,7 +37,7 @@ def test_missing_seal_section_means_disabled():
     ("seal", "message"),
     [({"ranks": [4, 0]}, "seal.ranks must be a non-empty list of positive integers (LoRA rank > 0)"),
      ({"policy_rank": -1}, "seal.policy_rank (LoRA rank) must be a positive integer, got -1"),
-     ({"lora_modules": ["c_attn", "q_proj"]}, "seal.lora_modules: unknown LoRA module(s) 'q_proj'"),
+     ({"lora_modules": ["c_attn", "qkv_proj"]}, "seal.lora_modules: unknown LoRA module(s) 'qkv_proj'"),
      ({"n_train_contexts": 0}, "seal.n_train_contexts must be positive"),
      ({"n_heldout_contexts": 0}, "seal.n_heldout_contexts must be positive"),
      ({"policy_mode": "ful"}, "is not one of lora, full (did you mean 'full'?)"),
