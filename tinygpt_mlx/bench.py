@@ -96,7 +96,7 @@ def _peak_mb() -> float:
 
 
 def bench_train(cfg: ModelConfig, s: BenchSettings, gemm_gflops: float) -> dict:
-    """Tokens/s of the compiled TrainStep at batch s.batch_for(seq_len), sequence cfg.max_seq_len."""
+    """Tokens/s of the compiled training step (through cpu.accelerate) at batch s.batch_for(seq_len)."""
     from tinygpt_mlx.cpu import accelerate
     from tinygpt_mlx.train.optim import build_optimizer
     from tinygpt_mlx.train.step import make_train_step

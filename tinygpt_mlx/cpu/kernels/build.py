@@ -19,6 +19,7 @@ import sysconfig
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 SOURCE_DIR = Path(__file__).parent / "csrc"
 MODULE_NAME = "_tinygpt_kernels"
@@ -66,15 +67,22 @@ def _compiler_version(cxx: str) -> str:
         raise BuildError(f"{cxx} --version failed: {err}") from err
 
 
+def _nanobind() -> ModuleType:
+    try:
+        import nanobind
+    except ImportError:  # a Linux-only dependency: elsewhere the kernels are opt-in
+        raise BuildError("nanobind is not installed (pip install nanobind, the version MLX was built with)") from None
+    return nanobind
+
+
 def _paths() -> dict[str, str]:
     import mlx
-    import nanobind
 
     mlx_dir = Path(mlx.__path__[0])
     return {
         "mlx_include": str(mlx_dir / "include"),
         "mlx_lib": str(mlx_dir / "lib"),
-        "nanobind": str(Path(nanobind.__file__).parent),
+        "nanobind": str(Path(_nanobind().__file__).parent),
         "python_include": sysconfig.get_paths()["include"],
     }
 
@@ -87,7 +95,7 @@ def build_key(cxx: str) -> str:
     # This file too: it holds the compiler flags.
     for source in [*sorted(SOURCE_DIR.iterdir()), Path(__file__)]:
         digest.update(source.name.encode() + source.read_bytes())
-    for part in (metadata.version("mlx"), metadata.version("nanobind"), sys.version, platform.machine(),
+    for part in (metadata.version("mlx"), _nanobind().__version__, sys.version, platform.machine(),
                  _compiler_version(cxx), _cpu_signature()):
         digest.update(part.encode())
     return digest.hexdigest()[:16]
