@@ -39,8 +39,9 @@ def tokens(shape: tuple[int, int], seed: int = 1) -> mx.array:
     return mx.random.randint(0, V, shape, key=mx.random.key(seed))
 
 
-def test_output_shape():
-    assert build()(tokens((3, 7))).shape == (3, 7, V)
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_output_shape(arch):
+    assert build(arch=arch)(tokens((3, 7))).shape == (3, 7, V)
 
 
 @pytest.mark.parametrize("tie", [True, False])
@@ -105,8 +106,9 @@ def test_init_is_gpt2_and_deterministic():
     assert mx.all(a.ln_f.weight == 1).item()
 
 
-def test_causality():
-    model = build()
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_causality(arch):
+    model = build(arch=arch)
     x = tokens((1, 12))
     base = model(x)
     for t in (0, 5, 11):
@@ -117,9 +119,10 @@ def test_causality():
         assert not mx.allclose(out[:, t:], base[:, t:]).item()
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
 @pytest.mark.parametrize("tie", [True, False])
-def test_kv_cache_matches_full_forward(tie):
-    model = build(tie_embeddings=tie)
+def test_kv_cache_matches_full_forward(tie, arch):
+    model = build(tie_embeddings=tie, arch=arch)
     x = tokens((2, 14))
     full = model(x)
     # prefill 5 tokens, then one at a time
@@ -133,8 +136,9 @@ def test_kv_cache_matches_full_forward(tie):
     assert cache[0].offset == 14
 
 
-def test_kv_cache_grows_past_one_step():
-    model = build(max_seq_len=40)
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_kv_cache_grows_past_one_step(arch):
+    model = build(max_seq_len=40, arch=arch)
     cache = model.make_cache()
     for layer in cache:
         layer.step = 4  # force several re-allocations, one of them inside a multi-token chunk
@@ -145,8 +149,9 @@ def test_kv_cache_grows_past_one_step():
     assert mx.abs(mx.concatenate(parts, axis=1) - full).max().item() <= 1e-5
 
 
-def test_dropout_only_in_train_mode():
-    model = build(dropout=0.5)
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_dropout_only_in_train_mode(arch):
+    model = build(dropout=0.5, arch=arch)
     x = tokens((2, 8))
     assert mx.array_equal(model(x), model(x)).item()
     evaluated = model(x)
@@ -157,8 +162,9 @@ def test_dropout_only_in_train_mode():
     assert mx.array_equal(model(x), evaluated).item()
 
 
-def test_too_long_input_raises():
-    model = build()
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_too_long_input_raises(arch):
+    model = build(arch=arch)
     with pytest.raises(ValueError, match="max_seq_len"):
         model(tokens((1, 17)))
     cache = model.make_cache()
@@ -179,9 +185,10 @@ def test_matches_mlx_lm_gpt2():
     assert mx.abs(model(x) - ref(x)).max().item() <= 1e-5
 
 
-def test_dropout_module_count():
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_dropout_module_count(arch):
     # embeddings, attention output and MLP output: 1 + 2 per layer
-    drops = [m for _, m in build(dropout=0.1).named_modules() if isinstance(m, nn.Dropout)]
+    drops = [m for _, m in build(dropout=0.1, arch=arch).named_modules() if isinstance(m, nn.Dropout)]
     assert len(drops) == 1 + 2 * 2
 
 
