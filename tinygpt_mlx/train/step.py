@@ -91,8 +91,9 @@ class TrainStep:
             x, y = x[None], y[None]
         if x.shape[0] != self.accum:
             raise ValueError(f"expected {self.accum} micro-batches in the leading axis, got {x.shape[0]}")
-        # A compiled trace keeps the dropout setting it was traced with, so always step in train mode.
-        self.model.train()
+        if not self.model.training:
+            # A compiled trace keeps the dropout setting it was traced with, so always step in train mode.
+            self.model.train()
         return x, y
 
     def update(self, x: mx.array, y: mx.array) -> tuple[mx.array, mx.array, mx.array]:
