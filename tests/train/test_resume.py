@@ -135,6 +135,7 @@ def test_resume_explicit_path_and_nothing_to_resume(tiny, tmp_path: Path) -> Non
 @pytest.mark.parametrize("change, message", [
     ({"model": {"n_layers": 3}}, r"different architecture: model\.n_layers 2 -> 3"),
     ({"model": {"d_model": 64}}, r"model\.d_model 32 -> 64"),
+    ({"model": {"arch": "llama"}}, r"model\.arch gpt2 -> llama"),
     ({"data": {"max_stories": 3}}, "tokenizer differs"),
     ({"optim": {"optimizer": "sgd"}}, r"optim\.optimizer adamw -> sgd"),
 ])

@@ -18,8 +18,8 @@ from tinygpt_mlx.eval.loss import target_bytes
 from tinygpt_mlx.train import checkpoint as ckpt_io
 
 # Architecture fields that shape the weights: changing one of them on resume cannot work.
-ARCH_FIELDS = ("name", "d_model", "n_layers", "n_heads", "max_seq_len", "tie_embeddings", "bias",
-               "hidden_dim", "layer_norm_eps")
+ARCH_FIELDS = ("name", "arch", "d_model", "n_layers", "n_heads", "n_kv_heads", "max_seq_len", "tie_embeddings",
+               "bias", "hidden_dim", "layer_norm_eps", "rope_theta")
 
 
 def total_steps_for(cfg: Config, train_tokens: int) -> int:
