@@ -11,8 +11,8 @@ import pytest
 
 from tinygpt_mlx.bench import SIZES, BenchSettings, model_config, run_bench
 from tinygpt_mlx.config import ModelConfig
-from tinygpt_mlx.model import count_params_closed_form, flops_per_token
 from tinygpt_mlx.cpu import lanes
+from tinygpt_mlx.model import count_params_closed_form, flops_per_token
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_KEYS = {"tokens_per_s", "step_ms", "step_ms_all", "flops_per_token", "achieved_gflops", "mfu", "peak_memory_mb",
