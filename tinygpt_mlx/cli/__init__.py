@@ -1,17 +1,12 @@
-"""The `tinygpt` command: a thin Typer layer over the library. User errors exit with code 2."""
+"""The `tinygpt` command: a thin Typer layer over the library. User errors exit with code 2.
+
+Importing this package registers every command on `app` (cli/common.py), so `from tinygpt_mlx.cli import app`
+is the whole command, e.g. for typer's CliRunner.
+"""
 
 from __future__ import annotations
 
-import sys
-
-from rich.console import Console
-from rich.markup import escape
-
 from tinygpt_mlx.cli.common import app
-from tinygpt_mlx.config import ConfigError
-from tinygpt_mlx.errors import UserError
-
-err_console = Console(stderr=True)
 
 
 def _register() -> None:
@@ -30,15 +25,12 @@ def _register() -> None:
     )
 
 
+_register()
+
+
 def main() -> None:
     """Console-script entry point."""
-    _register()
-    try:
-        app()
-    except (ConfigError, UserError) as err:
-        # escape: a message may hold brackets (e.g. ".[torch]") that rich would read as markup
-        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
+    app()
+
+
+__all__ = ["app", "main"]
