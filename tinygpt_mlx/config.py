@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
+import math
 import sys
 import types
 import typing
@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from tinygpt_mlx.config_file import FileProblem, parse_yaml, read_mapping_file, show
 from tinygpt_mlx.interop.migrate import migrate_if_old
 
 T = TypeVar("T")
@@ -219,6 +220,7 @@ class Config:
 SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Config)}
 _SECTION_TYPES = typing.get_type_hints(Config)
 
+SEED_RANGE = (0, 2**32 - 1)  # what numpy and mlx accept as a seed
 SHORT_RUN_STEPS = 100  # a run this short is a smoke test: a longer warmup is clamped to it, not refused
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.name": ("tiny_gpt",),
@@ -246,6 +248,11 @@ def check_choice(dotted: str, value: Any, allowed: typing.Sequence[str]) -> list
     return [f"{dotted} = {value!r} is not one of {', '.join(allowed)}{_did_you_mean(str(value), allowed)}"]
 
 
+def _name(key: Any) -> str:
+    text = str(key)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
@@ -263,7 +270,7 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
-            problems.append(f"{where} must be a list, got {value!r}")
+            problems.append(f"{where} must be a list, got {show(value)}")
             return value
         return [_coerce(v, inner, f"{where}[{i}]", problems) for i, v in enumerate(value)]
     if tp is bool:
@@ -271,34 +278,37 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
             return value.lower() in ("true", "yes", "on")
-        problems.append(f"{where} must be true or false, got {value!r}")
+        problems.append(f"{where} must be true or false, got {show(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            problems.append(f"{where} must be an integer, got {value!r}")
+            problems.append(f"{where} must be an integer, got {show(value)}")
             return value
         try:
             as_float = float(value)
         except ValueError:
-            problems.append(f"{where} must be an integer, got {value!r}")
+            problems.append(f"{where} must be an integer, got {show(value)}")
             return value
         if not as_float.is_integer():
-            problems.append(f"{where} must be an integer, got {value!r}")
+            problems.append(f"{where} must be an integer, got {show(value)}")
             return value
         return int(as_float)
     if tp is float:
         # YAML 1.1 reads `3e-4` (no dot) as a string, so accept numeric strings here.
         if isinstance(value, bool):
-            problems.append(f"{where} must be a number, got {value!r}")
+            problems.append(f"{where} must be a number, got {show(value)}")
             return value
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
-            problems.append(f"{where} must be a number, got {value!r}")
+            problems.append(f"{where} must be a number, got {show(value)}")
             return value
+        if not math.isfinite(number):
+            problems.append(f"{where} must be a finite number, got {show(value)}")
+        return number
     if tp is str:
         if isinstance(value, (dict, list)):
-            problems.append(f"{where} must be a string, got {value!r}")
+            problems.append(f"{where} must be a string, got {show(value)}")
             return value
         return str(value)
     return value
@@ -313,13 +323,13 @@ def build_section(cls: type[T], raw: Any, prefix: str) -> tuple[T, list[str]]:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        return cls(), [f"section '{prefix}' must be a mapping, got {raw!r}"]
+        return cls(), [f"section '{prefix}' must be a mapping, got {show(raw)}"]
     hints = typing.get_type_hints(cls)
     problems: list[str] = []
     kwargs = {}
     for key, value in raw.items():
         if key not in hints:
-            problems.append(f"unknown key '{prefix}.{key}'{_did_you_mean(str(key), hints)}")
+            problems.append(f"unknown key '{prefix}.{_name(key)}'{_did_you_mean(str(key), hints)}")
             continue
         before = len(problems)
         coerced = _coerce(value, hints[key], f"{prefix}.{key}", problems)
@@ -336,7 +346,7 @@ def from_dict(raw: dict[str, Any]) -> Config:
     sections = {}
     for name, values in raw.items():
         if name not in _SECTION_TYPES:
-            problems.append(f"unknown section '{name}'{_did_you_mean(name, _SECTION_TYPES)}")
+            problems.append(f"unknown section '{_name(name)}'{_did_you_mean(str(name), _SECTION_TYPES)}")
             continue
         sections[name], found = build_section(_SECTION_TYPES[name], values, name)
         problems.extend(found)
@@ -392,11 +402,11 @@ def validate(cfg: Config) -> list[str]:
         problems.append("set schedule.max_steps or schedule.epochs")
     if s.warmup_steps < 0:
         problems.append(f"schedule.warmup_steps must be >= 0, got {s.warmup_steps}")
-    if s.max_steps is not None and s.warmup_steps > s.max_steps and s.max_steps <= SHORT_RUN_STEPS:
+    if s.max_steps is not None and 0 < s.max_steps < s.warmup_steps and s.max_steps <= SHORT_RUN_STEPS:
         print(f"note: schedule.warmup_steps {s.warmup_steps} clamped to this short run's {s.max_steps} steps",
               file=sys.stderr)
         s.warmup_steps = s.max_steps
-    elif s.max_steps is not None and s.warmup_steps > s.max_steps:
+    elif s.max_steps is not None and 0 < s.max_steps < s.warmup_steps:
         problems.append(f"schedule.warmup_steps ({s.warmup_steps}) must not exceed schedule.max_steps ({s.max_steps})")
     if s.min_lr < 0 or (o.lr > 0 and s.min_lr > o.lr):
         problems.append(f"schedule.min_lr ({s.min_lr}) must be between 0 and optim.lr ({o.lr})")
@@ -414,6 +424,13 @@ def validate(cfg: Config) -> list[str]:
             problems.append(f"{name} must be >= 0, got {value}")
     if d.dataset == "local" and not d.data_dir:
         problems.append("data.dataset = 'local' needs data.data_dir")
+    for name, seed in (("runtime.seed", r.seed), ("data.split_seed", d.split_seed)):
+        problems.extend(check_seed(name, seed))
+    e = cfg.eval
+    if e.sample_top_k is not None and e.sample_top_k < 1:
+        problems.append(f"eval.sample_top_k must be at least 1 (or null), got {e.sample_top_k}")
+    if e.sample_top_p is not None and not 0.0 < e.sample_top_p <= 1.0:
+        problems.append(f"eval.sample_top_p must be in (0, 1] (or null), got {e.sample_top_p}")
     if d.num_workers < 0:
         problems.append(f"data.num_workers must be >= 0 (0 = every core), got {d.num_workers}")
     if r.cpu_threads < 0:
@@ -421,6 +438,14 @@ def validate(cfg: Config) -> list[str]:
     elif r.cpu_threads > 1 and d.batch_size % r.cpu_threads:
         problems.append(f"runtime.cpu_threads ({r.cpu_threads}) must divide data.batch_size ({d.batch_size})")
     return problems
+
+
+def check_seed(name: str, seed: int | None) -> list[str]:
+    """[] when seed is None or in SEED_RANGE, else the one problem."""
+    low, high = SEED_RANGE
+    if seed is None or low <= seed <= high:
+        return []
+    return [f"{name} must be between {low} and {high} (2**32 - 1), got {seed}"]
 
 
 def check_vocab(cfg: Config, tokenizer_vocab_size: int) -> None:
@@ -435,15 +460,15 @@ def check_vocab(cfg: Config, tokenizer_vocab_size: int) -> None:
 def read_file(path: str | Path, migrate: bool = True) -> dict[str, Any]:
     """Read a YAML or JSON config file into a dict; an original TinyGPT config is translated (migrate)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError([f"config file {path} is a folder; give a .yaml or .json file"])
     if not path.is_file():
         raise ConfigError([f"config file not found: {path}"])
-    text = path.read_text()
     try:
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError([f"cannot parse {path}: {first_line}"]) from None
-    return migrate_if_old(raw or {}, path) if migrate else raw or {}
+        raw = read_mapping_file(path)
+    except FileProblem as err:
+        raise ConfigError([str(err)]) from None
+    return migrate_if_old(raw, path) if migrate else raw
 
 
 def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -466,8 +491,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if len(parts) != 2 or not all(parts):
         raise ConfigError([f"override key '{key}' must be section.key, e.g. optim.lr=3e-4"])
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
+        value = parse_yaml(text) if text.strip() else ""
+    except (yaml.YAMLError, FileProblem):
         value = text
     return parts, value
 

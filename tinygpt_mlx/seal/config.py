@@ -21,6 +21,7 @@ from tinygpt_mlx.config import (
     apply_overrides,
     build_section,
     check_choice,
+    check_seed,
     from_dict,
     read_file,
 )
@@ -119,6 +120,7 @@ def validate_seal(s: SealConfig) -> list[str]:
     for name in ("inner_lr", "policy_lr"):
         if getattr(s, name) <= 0:
             problems.append(f"seal.{name} must be positive, got {getattr(s, name)}")
+    problems.extend(check_seed("seal.seed", s.seed))
     if s.min_sentences < 2:
         problems.append(f"seal.min_sentences must be at least 2 (a context and a target), got {s.min_sentences}")
     if s.edit_top_p is not None and not 0.0 < s.edit_top_p <= 1.0:

@@ -15,6 +15,7 @@ import json
 import os
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from tinygpt_mlx.data.prepare import prepare_data
 from tinygpt_mlx.distributed import World
 from tinygpt_mlx.errors import UserError
 from tinygpt_mlx.generate import generate_text
+from tinygpt_mlx.memory import check_training_fits
+from tinygpt_mlx.paths import folder_lock, output_dir
 from tinygpt_mlx.train import checkpoint as ckpt_io
 from tinygpt_mlx.train.backend import Backend, MLXBackend
 from tinygpt_mlx.train.inputs import RunInputs, run_inputs
@@ -76,13 +79,18 @@ class Run:
 def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
           live: bool | None = None) -> TrainResult:
     """Train cfg's model; `resume` is 'auto' or a checkpoint path, `init_from` a checkpoint for weights only."""
-    run = start_run(cfg, resume, init_from, live)
-    with StopRequest() as stop:
-        try:
-            loop(run, stop)
-        finally:
-            run.reporter.close()
-            run.metrics.close()
+    world = World.init()  # the ranks of an mlx.launch, or a world of one
+    check_training_fits(cfg, world.size)  # before a folder, a token file or an array exists
+    # One trainer per run folder: another one's saves would delete this one's temporary folders.
+    with output_dir(cfg.checkpoint.save_dir, "checkpoint.save_dir") as run_dir, \
+            folder_lock(run_dir, "training into") if world.is_main else nullcontext():
+        run = start_run(cfg, world, resume, init_from, live)
+        with StopRequest() as stop:
+            try:
+                loop(run, stop)
+            finally:
+                run.reporter.close()
+                run.metrics.close()
     state, result = run.state, run.result
     if stop.requested and run.world.is_main:
         print(f"stopped by signal {stop.signum} at step {state.step}; checkpoint {result.last_checkpoint}; "
@@ -93,13 +101,11 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
     return result
 
 
-def start_run(cfg: Config, resume: str | None, init_from: str | None, live: bool | None) -> Run:
+def start_run(cfg: Config, world: World, resume: str | None, init_from: str | None, live: bool | None) -> Run:
     """Everything up to the first step: backend, data, weights, restored state, run files, console."""
-    world = World.init()  # the ranks of an mlx.launch, or a world of one
     if cfg.checkpoint.best_by not in BEST_BY:
         raise ConfigError([f"checkpoint.best_by = {cfg.checkpoint.best_by!r} is not one of {', '.join(BEST_BY)}"])
     run_dir = Path(cfg.checkpoint.save_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     quiet = None if world.is_main else open(os.devnull, "w")  # only rank 0 prints
     say = Reporter(0, live=False, stream=quiet).message  # plain messages until the bar exists
     backend = make_backend(cfg, world, say)
@@ -111,6 +117,7 @@ def start_run(cfg: Config, resume: str | None, init_from: str | None, live: bool
     backend.build(inputs.vocab, inputs.total_steps, inputs.source.weights if inputs.source else None)
     state = TrainState(inputs.total_steps, cfg.checkpoint.best_by)
     if start is not None:
+        check_steps_left(start, inputs.total_steps, say)
         restore(start, state, backend, inputs)
         dropped = truncate_after(run_dir / METRICS_FILE, state.step) if world.is_main else 0
         say(f"resuming from {start.path} at step {state.step}"
@@ -165,6 +172,16 @@ def find_start(run_dir: Path, resume: str | None, say: Any) -> ckpt_io.Checkpoin
         raise UserError(f"{ckpt.path} holds weights only (no training state to resume); "
                         "start from it with --init-from instead")
     return ckpt
+
+
+def check_steps_left(start: ckpt_io.Checkpoint, total_steps: int, say: Any) -> None:
+    """Say so when the resumed run is already finished; refuse a step budget the run has passed."""
+    if start.step > total_steps:
+        raise UserError(f"cannot resume {start.path} at step {start.step} for schedule.max_steps {total_steps}: "
+                        f"the run is already past it; pass --max-steps {start.step} or more to train further")
+    if start.step == total_steps:
+        say(f"nothing to do: {start.path} is at step {start.step} of schedule.max_steps {total_steps}; "
+            "pass a larger --max-steps to train further")
 
 
 def seed_everything(seed: int) -> None:
