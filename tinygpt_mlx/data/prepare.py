@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,13 +28,15 @@ import numpy as np
 from tinygpt_mlx.config import Config, DataConfig
 from tinygpt_mlx.data.sources import Source, load_split, resolve_source, split_rule
 from tinygpt_mlx.errors import UserError
+from tinygpt_mlx.paths import check_output_dir, output_dir
 from tinygpt_mlx.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
 
 FORMAT_VERSION = 1
 SPLIT_FILES = {"train": "train.bin", "val": "val.bin"}
 # Chunks bound memory and drive the progress bar; the parallelism is inside each chunk (see encoder).
 CHUNK_STORIES = 2048
-PARALLELISM_ENV = "TOKENIZERS_PARALLELISM"  # HF tokenizers reads it at every batch call
+PARALLELISM_ENV = "TOKENIZERS_PARALLELISM"
+TMP_PREFIX = ".tmp-"  # a folder being written; renamed into place when complete  # HF tokenizers reads it at every batch call
 
 Encode = Callable[[Tokenizer, list[str]], list[list[int]]]
 
@@ -191,6 +194,7 @@ def _reuse(directory: Path, data_cfg: DataConfig, source: Source) -> PreparedDat
 def prepare_data(cfg: Config, progress: bool = False) -> PreparedData:
     """Build (or reuse) the prepared token folder for cfg.data and return where everything is."""
     data_cfg = cfg.data
+    check_output_dir(data_cfg.cache_dir, "data.cache_dir")
     source = resolve_source(data_cfg)
     directory = Path(data_cfg.cache_dir) / cache_name(data_cfg, source)
     reused = _reuse(directory, data_cfg, source)
@@ -204,25 +208,57 @@ def prepare_data(cfg: Config, progress: bool = False) -> PreparedData:
     t_tok = time.perf_counter()
     dtype = token_dtype(tokenizer.vocab_size)
 
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "meta.json").unlink(missing_ok=True)  # the folder is incomplete from here until the end
-    tokenizer.save(directory / "tokenizer")
+    # Written into a temporary folder and renamed into place: an interrupted prepare leaves the cache as it was.
+    with output_dir(data_cfg.cache_dir, "data.cache_dir"):
+        tmp = directory.with_name(f"{TMP_PREFIX}{directory.name}-{os.getpid()}")
+        try:
+            splits = _write_folder(tmp, tokenizer, stories, dtype, data_cfg.num_workers, progress)
+            t_end = time.perf_counter()
+            meta = _meta(tokenizer, dtype, splits, source, data_cfg, [t0, t_read, t_tok, t_end])
+            _write_json_atomic(tmp / "meta.json", meta)
+            _replace_folder(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return PreparedData(directory, directory / SPLIT_FILES["train"], directory / SPLIT_FILES["val"], meta,
+                        tokenizer)
+
+
+def _write_folder(folder: Path, tokenizer: Tokenizer, stories: dict[str, list[str]], dtype: np.dtype,
+                  workers: int, progress: bool) -> dict[str, dict[str, Any]]:
+    """The tokenizer and one token file per split in `folder`; returns meta.json's `splits`."""
+    folder.mkdir()
+    tokenizer.save(folder / "tokenizer")
     bar, advance = _progress(progress, sum(len(s) for s in stories.values()))
     splits: dict[str, dict[str, Any]] = {}
     try:
         if bar is not None:
             bar.start()
-        with encoder(data_cfg.num_workers) as encode:
+        with encoder(workers) as encode:
             for split, name in SPLIT_FILES.items():
-                n_tokens = _write_tokens(directory / name, tokenizer, stories[split], dtype, encode, advance)
+                n_tokens = _write_tokens(folder / name, tokenizer, stories[split], dtype, encode, advance)
                 splits[split] = {"file": name, "tokens": n_tokens, "stories": len(stories[split]),
                                  "bytes": sum(len(s.encode("utf-8")) for s in stories[split])}
     finally:
         if bar is not None:
             bar.stop()
-    t_end = time.perf_counter()
+    return splits
 
-    meta = {
+
+def _replace_folder(new: Path, final: Path) -> None:
+    """Put `new` where `final` is, replacing an older folder of that name."""
+    old = final.with_name(f"{TMP_PREFIX}old-{final.name}-{os.getpid()}")
+    if final.exists():
+        os.rename(final, old)
+    os.rename(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _meta(tokenizer: Tokenizer, dtype: np.dtype, splits: dict[str, dict[str, Any]], source: Source,
+          data_cfg: DataConfig, times: list[float]) -> dict[str, Any]:
+    """meta.json of a prepared folder; `times` are the read, tokenizer and tokenize-and-write boundaries."""
+    t0, t_read, t_tok, t_end = times
+    return {
         "format_version": FORMAT_VERSION,
         "tokenizer": {"kind": tokenizer.kind, "fingerprint": tokenizer.fingerprint,
                       "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id, "path": "tokenizer"},
@@ -236,6 +272,3 @@ def prepare_data(cfg: Config, progress: bool = False) -> PreparedData:
         "seconds": {"read": round(t_read - t0, 3), "tokenizer": round(t_tok - t_read, 3),
                     "tokenize_and_write": round(t_end - t_tok, 3)},
     }
-    _write_json_atomic(directory / "meta.json", meta)  # last: only now does the folder count as complete
-    return PreparedData(directory, directory / SPLIT_FILES["train"], directory / SPLIT_FILES["val"], meta,
-                        tokenizer)

@@ -88,30 +88,62 @@ def split_rule(source: Source, data_cfg: DataConfig) -> str:
             f"falls below val_frac={data_cfg.val_frac}")
 
 
+def _read_text(path: Path) -> str:
+    """A corpus file's text; one line naming the file and the first bad byte when it is not UTF-8."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror or err}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise UserError(f"{path} is not UTF-8 text: byte {data[err.start]:#04x} at offset {err.start} (line "
+                        f"{line}); convert it, e.g. iconv -f latin1 -t utf-8") from None
+
+
+def _jsonl_stories(path: Path) -> list[str]:
+    stories = []
+    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            text = json.loads(line)["text"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UserError(f"{path}:{lineno} is not a JSON object with a 'text' field") from None
+        if text is not None and not isinstance(text, str):
+            raise UserError(f"{path}:{lineno}: 'text' must be a string, got {type(text).__name__}")
+        stories.append(text)
+    return stories
+
+
+def _parquet_stories(path: Path) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise UserError(f"{path} is not a readable parquet file: {str(err).splitlines()[0]}") from None
+    if "text" not in table.column_names:
+        raise UserError(f"{path} has no 'text' column (columns: {', '.join(table.column_names)})")
+    column = table.column("text")
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        raise UserError(f"{path}: column 'text' must hold strings, it holds {column.type}")
+    return column.to_pylist()
+
+
 def read_stories(path: Path) -> list[str]:
     """Stories of one local file: .txt split on <|endoftext|>, .jsonl `text` field, .parquet `text` column."""
     if path.suffix == ".txt":
-        text = path.read_text(encoding="utf-8")
-        return [s.strip() for s in text.split(SEPARATOR) if s.strip()]
-    if path.suffix == ".jsonl":
-        stories = []
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    stories.append(json.loads(line)["text"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise UserError(f"{path}:{lineno} is not a JSON object with a 'text' field") from None
-        return [s.strip() for s in stories if s and s.strip()]
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        if "text" not in table.column_names:
-            raise UserError(f"{path} has no 'text' column (columns: {', '.join(table.column_names)})")
-        return [s.strip() for s in table.column("text").to_pylist() if s and s.strip()]
-    raise UserError(f"unsupported data file {path}; use one of {', '.join(SUFFIXES)}")
+        stories = _read_text(path).split(SEPARATOR)
+    elif path.suffix == ".jsonl":
+        stories = _jsonl_stories(path)
+    elif path.suffix == ".parquet":
+        stories = _parquet_stories(path)
+    else:
+        raise UserError(f"unsupported data file {path}; use one of {', '.join(SUFFIXES)}")
+    return [s.strip() for s in stories if s and s.strip()]
 
 
 def is_validation(story: str, seed: int, val_frac: float) -> bool:
