@@ -189,6 +189,22 @@ def encode_prompt(tokenizer: TextTokenizer, prompt: str) -> list[int]:
     return ids
 
 
+def prompt_notices(tokenizer: TextTokenizer, prompt: str, context: int) -> list[str]:
+    """One line for each way the model will not see the prompt as typed: unknown characters, a cut to the context."""
+    notes = []
+    ids = tokenizer.encode(prompt)
+    if tokenizer.decode(ids) != prompt:
+        unknown = sorted(ch for ch in set(prompt) if tokenizer.decode(tokenizer.encode(ch)) != ch)
+        if unknown:
+            shown = ", ".join(repr(ch) for ch in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+            notes.append(f"the tokenizer does not know {len(unknown)} character(s) of the prompt ({shown}); "
+                         "the model sees <unk> in their place")
+    if len(ids) > context:
+        notes.append(f"the prompt is {len(ids)} tokens; the model sees only the last {context} "
+                     "(its model.max_seq_len)")
+    return notes
+
+
 def stream_text(tokenizer: TextTokenizer, tokens: Iterable[int]) -> Iterator[str]:
     """Text pieces as tokens arrive; a byte-level token that ends mid-character waits for the next one."""
     ids: list[int] = []

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import typer
 
-from tinygpt_mlx.cli.common import app, console
+from tinygpt_mlx.cli.common import app, console, err_console
+from tinygpt_mlx.config import check_seed
 from tinygpt_mlx.errors import UserError
+
+
+def sampling_problems(temperature: float, top_k: int | None, top_p: float | None, max_new_tokens: int,
+                      num_samples: int, seed: int | None) -> list[str]:
+    """Every out-of-range sampling option, as the flags spell them."""
+    problems = []
+    if not math.isfinite(temperature):
+        problems.append(f"--temperature must be a finite number (0 = greedy), got {temperature}")
+    elif temperature < 0:
+        problems.append(f"--temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        problems.append(f"--top-k must be at least 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        problems.append(f"--top-p must be in (0, 1], got {top_p}")
+    if max_new_tokens < 1:
+        problems.append(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    if num_samples < 1:
+        problems.append(f"--num-samples must be at least 1, got {num_samples}")
+    return problems + check_seed("--seed", seed)
 
 
 @app.command("sample")
@@ -28,16 +49,15 @@ def sample(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print prefill and decode tokens/s."),
 ) -> None:
     """Generate from a checkpoint with its own tokenizer, streaming tokens as they come; stops at EOS."""
-    if temperature < 0:
-        raise UserError(f"--temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise UserError(f"--top-k must be at least 1, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise UserError(f"--top-p must be in (0, 1], got {top_p}")
-    from tinygpt_mlx.generate import Generator, encode_prompt, stream_text
+    problems = sampling_problems(temperature, top_k, top_p, max_new_tokens, num_samples, seed)
+    if problems:
+        raise UserError("; ".join(problems))
+    from tinygpt_mlx.generate import Generator, encode_prompt, prompt_notices, stream_text
     from tinygpt_mlx.train.checkpoint import load_for_inference
 
     model, tokenizer, _, state = load_for_inference(checkpoint)
+    for note in prompt_notices(tokenizer, prompt, model.max_seq_len):
+        err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
     for i in range(num_samples):
         sample_seed = None if seed is None else seed + i
         if num_samples > 1:

@@ -99,6 +99,10 @@ def model_section(raw: dict[str, Any], where: Path) -> dict[str, Any]:
             problems.append(f"{key} = {str(raw[key]).lower()} (TinyGPT supports only {str(ours).lower()})")
     if problems:
         raise UserError(f"unsupported GPT-2 option in {where}: {'; '.join(problems)}")
+    for key in ("n_embd", "n_layer", "n_head", "vocab_size", "n_positions", "n_ctx", "n_inner",
+                "layer_norm_epsilon", "resid_pdrop"):
+        if raw.get(key) is not None and (isinstance(raw[key], bool) or not isinstance(raw[key], (int, float))):
+            raise UserError(f"{where}: {key} must be a number, got {raw[key]!r}")
     n_embd, n_head = int(raw["n_embd"]), int(raw["n_head"])
     if n_head <= 0 or n_embd % n_head:
         raise UserError(f"{where}: n_embd ({n_embd}) is not divisible by n_head ({n_head})")

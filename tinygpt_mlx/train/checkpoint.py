@@ -27,7 +27,7 @@ import mlx.optimizers as optim
 import yaml
 from mlx.utils import tree_flatten, tree_unflatten
 
-from tinygpt_mlx.config import Config, from_dict, to_yaml
+from tinygpt_mlx.config import Config, ConfigError, from_dict, to_yaml
 from tinygpt_mlx.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -210,8 +210,13 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
+        well_formed = isinstance(files, dict) and all(
+            isinstance(v, dict) and isinstance(v.get("bytes"), int) and isinstance(v.get("sha256"), str)
+            for v in files.values())
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-        raise UserError(f"checkpoint {path} has an unreadable {MANIFEST}") from None
+        well_formed = False
+    if not well_formed:
+        raise UserError(f"checkpoint {path} has an unreadable {MANIFEST}")
     for name in REQUIRED:
         if name not in files:
             raise UserError(f"checkpoint {path} is incomplete: {name} is not in its manifest")
@@ -253,6 +258,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise UserError(f"checkpoint not found: {path}")
     if path.is_symlink() and not path.exists():
         raise UserError(f"checkpoint link {path} points at a missing folder")
+    if not path.is_dir():
+        raise UserError(f"{path} is a file, not a checkpoint: give a step-NNNNNNN folder, a last/best link "
+                        "or a run folder")
     if (path / MANIFEST).exists() or step_of(path.resolve()) is not None:
         return path.resolve()
     last = path / "last"
@@ -299,16 +307,44 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """Verify and load a checkpoint (step folder, `last`/`best` link, or run folder)."""
     folder = resolve_checkpoint(path)
     verify_checkpoint(folder)
-    state = json.loads((folder / STATE_FILE).read_text())
-    cfg = from_dict(yaml.safe_load((folder / CONFIG_FILE).read_text()))
-    return Checkpoint(
-        path=folder,
-        step=int(state["step"]),
-        state=state,
-        cfg=cfg,
-        weights=mx.load(str(folder / MODEL_FILE)),
-        optimizer_state=mx.load(str(folder / OPTIMIZER_FILE)),
-    )
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())
+        step = int(state["step"])
+        cfg = from_dict(yaml.safe_load((folder / CONFIG_FILE).read_text()))
+    except ConfigError as err:
+        raise UserError(f"checkpoint {folder} has an invalid {CONFIG_FILE}: {'; '.join(err.problems)}") from None
+    except (ValueError, KeyError, TypeError, yaml.YAMLError) as err:
+        raise UserError(f"checkpoint {folder} has an unreadable {STATE_FILE} or {CONFIG_FILE} ({err})") from None
+    ckpt = Checkpoint(path=folder, step=step, state=state, cfg=cfg, weights=mx.load(str(folder / MODEL_FILE)),
+                      optimizer_state=mx.load(str(folder / OPTIMIZER_FILE)))
+    check_weights(ckpt)
+    return ckpt
+
+
+def check_weights(ckpt: Checkpoint) -> None:
+    """Refuse a checkpoint whose weights are not the model its config.yaml describes (names and shapes)."""
+    from tinygpt_mlx.model import TinyGPT
+
+    arch = ckpt.cfg.model.arch
+    table = "embed_tokens.weight" if arch == "llama" else "wte.weight"
+    where = f"checkpoint {ckpt.path}: its {MODEL_FILE} does not hold the model its {CONFIG_FILE} describes"
+    if table not in ckpt.weights:
+        raise UserError(f"{where} (no {table} for model.arch {arch})")
+    # The model is built lazily (no weight is computed); keep its init draws off the global generator.
+    hi, lo = (int(v) for v in mx.random.state[0].tolist())
+    model = TinyGPT(ckpt.cfg.model, ckpt.vocab_size)
+    mx.random.seed((hi << 32) | lo)
+    expected = {name: tuple(v.shape) for name, v in tree_flatten(model.parameters())}
+    found = {name: tuple(v.shape) for name, v in ckpt.weights.items()}
+    if found == expected:
+        return
+    detail = [f"{name} is {list(found[name])}, the config makes {list(shape)}"
+              for name, shape in expected.items() if name in found and found[name] != shape]
+    if expected.keys() - found.keys():
+        detail.append(f"missing {', '.join(sorted(expected.keys() - found.keys())[:3])}")
+    if found.keys() - expected.keys():
+        detail.append(f"unexpected {', '.join(sorted(found.keys() - expected.keys())[:3])}")
+    raise UserError(f"{where} ({'; '.join(detail[:3])})")
 
 
 def load_for_inference(path: str | Path) -> tuple[Any, Any, Config, dict[str, Any]]:
