@@ -67,6 +67,10 @@ class BenchSettings:
             problems.append("batch and steps must be >= 1, warmup and tokens >= 0")
         problems += [f"unknown phase {p!r} (train, prefill, decode)" for p in self.phases
                      if p not in ("train", "prefill", "decode")]
+        if not (self.sizes and self.seq_lens and self.phases):
+            problems.append("sizes, sequence lengths and phases must each name at least one value")
+        if self.vocab < 1 or self.decode_tokens < 1 or self.gemm_n < 1:
+            problems.append("vocab, decode tokens and gemm n must be >= 1")
         problems += check_choice("arch", self.arch, CHOICES["model.arch"])
         return problems
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -40,7 +41,9 @@ def bench(
     arch: str = typer.Option("gpt2", "--arch", help="Model architecture of every size: gpt2 or llama."),
 ) -> None:
     """Tokens/s of a compiled training step, prefill and KV-cache decode; FLOPs, MFU, peak memory."""
-    from tinygpt_mlx.bench import BenchSettings, plot_bench, run_bench
+    from tinygpt_mlx.bench import BenchSettings, model_config, plot_bench, run_bench
+    from tinygpt_mlx.memory import check_fits
+    from tinygpt_mlx.paths import check_output_file
 
     settings = BenchSettings(sizes=_split(sizes), seq_lens=_split(seq_len, int), batch=batch, tokens=tokens, steps=steps,
                              warmup=warmup, dtype=dtype, vocab=vocab, decode_tokens=decode_tokens, gemm_n=gemm_n,
@@ -48,6 +51,13 @@ def bench(
     problems = settings.validate()
     if problems:
         raise UserError("; ".join(problems))
+    for path, option in ((json_out, "--json"), (plot, "--plot")):
+        if path:
+            check_output_file(path, option)  # now, not after minutes of benchmarking
+    training = "train" in settings.phases
+    for size, T in ((size, T) for size in settings.sizes for T in settings.seq_lens):
+        check_fits(model_config(size, T, arch), vocab, settings.batch_for(T) if training else 1, T, training,
+                   f"bench size {size} at sequence length {T}")
     with console.status("benchmarking") as status:
         record = run_bench(settings, progress=lambda text: status.update(f"benchmarking {text}"))
 
@@ -67,6 +77,7 @@ def bench(
                       _fmt(dc.get("tokens_per_s"), ",.0f"))
     console.print(table)
     if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         with open(json_out, "w") as f:
             json.dump(record, f, indent=2)
         console.print(f"wrote {json_out}")

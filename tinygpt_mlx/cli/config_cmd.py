@@ -34,7 +34,9 @@ def migrate(
     from tinygpt_mlx.config import from_dict, read_file
     from tinygpt_mlx.errors import UserError
     from tinygpt_mlx.interop.migrate import is_old, migrate, migrate_sweep, refused, to_commented_yaml
+    from tinygpt_mlx.paths import check_output_file
 
+    out = check_output_file(output, "--output")
     raw = read_file(old, migrate=False)
     if not is_old(raw):
         raise UserError(f"{old} is not in the original TinyGPT layout (no training: or logging: section, no "
@@ -45,7 +47,6 @@ def migrate(
     if refusals:
         raise refused(old, refusals)
     from_dict(translation.config)  # refuse to write a file that would not load
-    out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(to_commented_yaml(translation, old))
     console.print(f"wrote {out} ({len(translation.origins)} settings)", highlight=False)

@@ -9,6 +9,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from tinygpt_mlx import paths
 from tinygpt_mlx.cli.common import app, console
 
 
@@ -32,9 +33,10 @@ def eval_run(
     if output_dir is None:
         first = find_checkpoints(checkpoint_dir, checkpoint)[0]
         output_dir = str(first.parent / "eval")
-    report = evaluate_run(checkpoint_dir, output_dir, config=config, checkpoint=checkpoint, full=full,
-                          overrides=list(override or []),
-                          say=lambda text: console.print(text, highlight=False))
+    with paths.output_dir(output_dir, "--output_dir"):
+        report = evaluate_run(checkpoint_dir, output_dir, config=config, checkpoint=checkpoint, full=full,
+                              overrides=list(override or []),
+                              say=lambda text: console.print(text, highlight=False))
     table = Table(title="validation" + (" (full split)" if full else " (pinned subset)"), box=box.SIMPLE_HEAD)
     # The step names the checkpoint folder (step-NNNNNNN), so the table leaves the folder name to the CSV.
     for name in ("step", "tokens_seen", "val_loss", "val_ppl", "val_bpb", "params", "non_emb", "eval_s"):

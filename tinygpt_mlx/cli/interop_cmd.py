@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from tinygpt_mlx.cli.common import app, console
+from tinygpt_mlx.paths import output_dir
 
 import_app = typer.Typer(help="Bring models from other ecosystems in as TinyGPT checkpoints.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
@@ -19,7 +20,8 @@ def export(
     """Export a checkpoint as a model folder that mlx-lm or transformers loads as it is."""
     from tinygpt_mlx.interop import export_checkpoint
 
-    folder = export_checkpoint(checkpoint, fmt, output)
+    with output_dir(output, "--output"):
+        folder = export_checkpoint(checkpoint, fmt, output)
     console.print(f"wrote {fmt} model to [bold]{folder}[/]", soft_wrap=True)
 
 
@@ -33,5 +35,6 @@ def import_gpt2(
     """Import Hugging Face GPT-2 weights as a TinyGPT checkpoint (for sample, eval, train --init-from, seal)."""
     from tinygpt_mlx.interop.hf_gpt2 import import_gpt2 as run_import
 
-    folder = run_import(hf_dir, output)
+    with output_dir(output, "--output"):
+        folder = run_import(hf_dir, output)
     console.print(f"wrote checkpoint [bold]{folder}[/]; try: tinygpt sample --checkpoint {output}", soft_wrap=True)

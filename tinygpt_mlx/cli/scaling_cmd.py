@@ -10,7 +10,10 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from tinygpt_mlx import paths
 from tinygpt_mlx.cli.common import app, console
+from tinygpt_mlx.config import check_seed
+from tinygpt_mlx.errors import UserError
 
 scaling_app = typer.Typer(help="Scaling-law analysis.", no_args_is_help=True)
 app.add_typer(scaling_app, name="scaling")
@@ -75,7 +78,6 @@ def sweep(
 ) -> None:
     """Train every run of a grid into OUTPUT_DIR/runs/<name>; complete runs are skipped, so rerunning resumes."""
     from tinygpt_mlx.config import parse_override
-    from tinygpt_mlx.errors import UserError
     from tinygpt_mlx.scaling.runner import SweepExecution, in_process_runner
     from tinygpt_mlx.scaling.sweep import expand, load_sweep
 
@@ -85,6 +87,7 @@ def sweep(
         spec.overrides[f"{section}.{key}"] = value
     if token_budget is not None:
         spec.token_budget = token_budget
+    paths.check_output_dir(output_dir, "--output_dir")
     runs = expand(spec, output_dir)
     if dry_run:
         _print(_plan_table(runs, spec.keys))
@@ -93,7 +96,8 @@ def sweep(
         raise UserError("--in-process trains one run at a time; drop --jobs or --in-process")
     execution = SweepExecution(spec, runs, output_dir, jobs=jobs, runner=in_process_runner if in_process else None,
                                say=lambda text: console.print(text, highlight=False, soft_wrap=True))
-    code = execution.execute()
+    with paths.output_dir(output_dir, "--output_dir"):
+        code = execution.execute()
     rows = execution.rows()
     _print(_summary_table(rows, spec.keys))
     console.print(f"wrote {Path(output_dir) / 'sweep_summary.csv'}", highlight=False)
@@ -121,9 +125,14 @@ def fit(
     from tinygpt_mlx.scaling.analyze import fit_results
     from tinygpt_mlx.scaling.runs import collect
 
+    problems = check_seed("--seed", seed)
+    if problems:
+        raise UserError(problems[0])
+    paths.check_output_dir(output_dir, "--output_dir")
     rows = collect([*results, *(more or [])])
-    report = fit_results(rows, output_dir, law=law, x=x, loss=loss, n_bootstrap=bootstrap, seed=seed,
-                         say=lambda text: console.print(text, highlight=False, soft_wrap=True))
+    with paths.output_dir(output_dir, "--output_dir"):
+        report = fit_results(rows, output_dir, law=law, x=x, loss=loss, n_bootstrap=bootstrap, seed=seed,
+                             say=lambda text: console.print(text, highlight=False, soft_wrap=True))
     if report["left_out"]:
         names = ", ".join(f"{r['name']} ({r['status']})" for r in report["left_out"])
         console.print(f"note: left out runs that are not done: {names}", highlight=False)

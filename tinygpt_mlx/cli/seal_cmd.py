@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from tinygpt_mlx import paths
 from tinygpt_mlx.cli.common import app, console
 
 seal_app = typer.Typer(help="SEAL: the model writes its own fine-tuning data (self-edits).", no_args_is_help=True)
@@ -43,13 +44,15 @@ def adapt(
     from tinygpt_mlx.seal.adapt import run_adapt
     from tinygpt_mlx.train.checkpoint import load_for_inference
 
+    paths.check_output_dir(seal.run_dir, "seal.run_dir")
     model, tokenizer, ckpt_cfg, state = load_for_inference(seal.init_from)
     # Contexts come from the stories the config names; with no data section, from the checkpoint's own data.
     data_cfg = cfg.data if "data" in raw else ckpt_cfg.data
     stories = load_split(data_cfg, "validation")
     console.print(f"SEAL on {seal.init_from} (step {state.get('step')}), {len(stories)} validation stories "
                   f"-> {seal.run_dir}")
-    path = run_adapt(cfg, seal, model, tokenizer, seal.run_dir, stories, log=console.print)
+    with paths.output_dir(seal.run_dir, "seal.run_dir"):
+        path = run_adapt(cfg, seal, model, tokenizer, seal.run_dir, stories, log=console.print)
     console.print(f"wrote [bold]{path}[/]; next: tinygpt seal analyze --run_dir {seal.run_dir}", soft_wrap=True)
 
 
@@ -61,7 +64,8 @@ def analyze(
     """Baseline/SEAL table (seal_table.csv, .md), Δ loss vs budget and Pareto plots (PNG + SVG)."""
     from tinygpt_mlx.seal.analyze import analyze as run_analysis
 
-    result = run_analysis(run_dir, out)
+    with paths.output_dir(out or run_dir, "--out"):
+        result = run_analysis(run_dir, out)
     console.print(result["paths"][1].read_text(), highlight=False, soft_wrap=True)  # markdown rows unwrapped
     for path in result["paths"]:
         console.print(f"wrote {path}", soft_wrap=True)
