@@ -20,16 +20,24 @@ LOSS_COLUMNS = ("final_val_loss", "best_val_loss", "final_val_bpb", "best_val_bp
 LAW_CHOICES = (*LAWS, "all")
 
 
+def _positive(value: Any) -> float | None:
+    """value as a finite positive number, or None (an empty, garbled or non-positive cell)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
 def points(rows: list[dict[str, Any]], x: str, loss: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Finished runs as {name, N, D, C, loss} (C = 6 N D with the chosen N), and the runs left out."""
     used, left_out = [], []
     for row in rows:
-        n, d, y = row.get(x), row.get("tokens_seen"), row.get(loss)
+        n, d, y = (_positive(row.get(key)) for key in (x, "tokens_seen", loss))
         if row.get("status") not in (None, "done") or n is None or d is None or y is None:
             left_out.append({"name": row.get("name"), "status": row.get("status")})
             continue
-        n, d = float(n), float(d)
-        used.append({"name": row.get("name"), "N": n, "D": d, "C": 6.0 * n * d, "loss": float(y)})
+        used.append({"name": row.get("name"), "N": n, "D": d, "C": 6.0 * n * d, "loss": y})
     return used, left_out
 
 
@@ -106,6 +114,10 @@ def fit_results(rows: list[dict[str, Any]], output_dir: str | Path, law: str = "
         entry["plots"] = [p.name for p in plot_law(fit, out, xlabel=xlabel, ylabel=ylabel)]
         report["laws"][key] = entry
         say(summary_line(key, entry))
+    skipped = [key for key, entry in report["laws"].items() if "skipped" in entry]
+    if len(skipped) == len(report["laws"]):
+        raise UserError(f"no law can be fit to {len(used)} finished run(s) (skipped {', '.join(skipped)}): "
+                        f"{report['laws'][skipped[0]]['skipped']}")
     (out / "fits.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "fits.yaml").write_text(yaml.safe_dump(report, sort_keys=False))
     return report

@@ -119,8 +119,19 @@ def _number(text: str) -> Any:
 
 def read_summary(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a sweep_summary.csv with numbers parsed (empty cells become None)."""
-    with open(path, newline="") as f:
-        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise UserError(f"{path} is not a sweep summary CSV ({err})") from None
+    if rows and not {"name", "status"} <= set(header):
+        raise UserError(f"{path} is not a sweep summary CSV: its header lacks the name and status columns")
+    for line, row in enumerate(rows, 2):
+        if None in row or None in row.values():
+            raise UserError(f"{path}:{line} has {'more' if None in row else 'fewer'} cells than the header")
+    return [{k: _number(v) for k, v in row.items()} for row in rows]
 
 
 def collect(paths: list[str | Path]) -> list[dict[str, Any]]:

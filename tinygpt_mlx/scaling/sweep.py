@@ -65,6 +65,9 @@ def load_sweep(path: str | Path) -> Sweep:
     if not isinstance(grid, dict):
         problems.append("grid must map config keys (section.key) to lists of values")
         grid = {}
+    elif not grid:
+        problems.append("grid is empty: name at least one config key with a list of values, "
+                        "e.g. grid: {model.d_model: [64, 128]}")
     for key, values in grid.items():
         if not isinstance(key, str) or len(key.split(".")) != 2:
             problems.append(f"grid key {key!r} must look like section.key, e.g. model.d_model")
@@ -74,7 +77,8 @@ def load_sweep(path: str | Path) -> Sweep:
         lengths = ", ".join(f"{k}: {len(v)}" for k, v in grid.items())
         problems.append(f"mode zip needs lists of equal length, got {lengths}")
     budget = raw.get("token_budget")
-    if budget is not None and (not isinstance(budget, (int, float)) or budget <= 0):
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                               or not math.isfinite(budget) or budget <= 0):
         problems.append(f"token_budget must be a positive number of tokens, got {budget!r}")
     overrides = raw.get("overrides") or {}
     if not isinstance(overrides, dict):

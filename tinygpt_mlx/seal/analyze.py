@@ -16,8 +16,29 @@ from typing import Any
 from tinygpt_mlx.errors import UserError
 from tinygpt_mlx.seal.records import ADAPT_LOG, read_records
 
+NUMBER_FIELDS = ("delta_loss", "target_loss", "forgetting", "reward")  # of an `edit` record
 TABLE_COLUMNS = ("method", "round", "contexts", "samples", "target_loss", "delta_loss", "delta_loss_se",
                  "forgetting", "reward", "beats_context", "train_reward", "kept")
+
+
+def check_fields(records: list[dict[str, Any]], path: Path) -> None:
+    """Refuse records that lack what the table and plots read (a file not written by `seal adapt`)."""
+    for number, record in enumerate(records, 1):
+        if record["type"] != "edit":
+            fields: tuple[str, ...] = ("round",)
+        else:
+            fields = ("round", "split", "method", "context_id", *NUMBER_FIELDS)
+        missing = [f for f in fields if f not in record]
+        wrong = [f for f in NUMBER_FIELDS if f in record and record["type"] == "edit"
+                 and not isinstance(record[f], (int, float))]
+        grid = record.get("grid", [])
+        if not isinstance(grid, list) or not all(isinstance(g, dict) and all(
+                isinstance(g.get(k), (int, float)) for k in ("steps", "rank", "delta_loss", "forgetting"))
+                for g in grid):
+            wrong.append("grid")
+        if missing or wrong or not isinstance(record["round"], int):
+            what = f"lacks {', '.join(missing)}" if missing else f"has a non-number in {', '.join(wrong) or 'round'}"
+            raise UserError(f"{path}: record {number} {what}; the file was not written by `seal adapt`")
 
 
 def method_label(record: dict[str, Any]) -> str:
@@ -165,6 +186,7 @@ def analyze(run_dir: str | Path, out_dir: str | Path | None = None) -> dict[str,
     records = read_records(run_dir / ADAPT_LOG)
     if not any(r["type"] == "round" for r in records):
         raise UserError(f"{run_dir / ADAPT_LOG} has no finished round yet; run `tinygpt seal adapt` first")
+    check_fields(records, run_dir / ADAPT_LOG)
     out = Path(out_dir) if out_dir else run_dir
     out.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(records)

@@ -13,7 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tinygpt_mlx.errors import UserError
+
 ADAPT_LOG = "adapt.jsonl"
+RECORD_TYPES = ("edit", "round")
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
@@ -21,12 +24,21 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         return []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text, so not a `seal adapt` record file") from None
     records = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            break  # only the last line can be torn: appends are sequential
+            if number == len(lines):
+                break  # only the last line can be torn: appends are sequential
+            raise UserError(f"{path}:{number} is not JSON, so the file is not a `seal adapt` record file") from None
+        if not isinstance(record, dict) or record.get("type") not in RECORD_TYPES:
+            raise UserError(f"{path}:{number} is not a `seal adapt` record (type {' or '.join(RECORD_TYPES)})")
+        records.append(record)
     return records
 
 
