@@ -419,9 +419,13 @@ def validate(cfg: Config) -> list[str]:
     for name, value in (("optim.weight_decay", o.weight_decay), ("optim.grad_clip", o.grad_clip),
                         ("optim.eps", o.eps), ("eval.sample_n", cfg.eval.sample_n),
                         ("eval.sample_temperature", cfg.eval.sample_temperature),
+                        ("eval.sample_max_new_tokens", cfg.eval.sample_max_new_tokens),
                         ("checkpoint.keep_last_k", cfg.checkpoint.keep_last_k)):
         if value < 0:
             problems.append(f"{name} must be >= 0, got {value}")
+    for name, folder in (("checkpoint.save_dir", cfg.checkpoint.save_dir), ("data.cache_dir", d.cache_dir)):
+        if not folder.strip():
+            problems.append(f"{name} must name a folder, got an empty string")
     if d.dataset == "local" and not d.data_dir:
         problems.append("data.dataset = 'local' needs data.data_dir")
     for name, seed in (("runtime.seed", r.seed), ("data.split_seed", d.split_seed)):

@@ -51,6 +51,11 @@ def config_no_longer_matches(folder: Path) -> None:
     rehash(folder, "config.yaml")
 
 
+def state_not_a_mapping(folder: Path) -> None:
+    (folder / "state.json").write_text("[1]")
+    rehash(folder, "state.json")
+
+
 def config_invalid(folder: Path) -> None:
     (folder / "config.yaml").write_text("model:\n  n_heads: 3\n")
     rehash(folder, "config.yaml")
@@ -65,6 +70,7 @@ DAMAGE = {
     "config-mismatch": (config_no_longer_matches, "its model.safetensors does not hold the model its config.yaml "
                         "describes (wte.weight is [51, 32], the config makes [51, 64]"),
     "config-invalid": (config_invalid, "has an invalid config.yaml: model.d_model (256) must be divisible"),
+    "state-garbled": (state_not_a_mapping, "has an unreadable state.json or config.yaml"),
 }
 
 
@@ -81,6 +87,19 @@ def test_a_damaged_checkpoint_is_refused_by_every_reader(damage: str, run_copy, 
     refused(["train", "-c", trained.config, "--save_dir", tmp_path / "resumed", "--resume", step], message)
     refused(["seal", "adapt", "-c", trained.config, "-o", "seal.enabled=true", "--init-from", step,
              "--run_dir", tmp_path / "seal"], message)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("tokenizer.json", "{}", "tokenizer.json is not a readable tokenizer file (Model missing"),
+    ("tinygpt_tokenizer.json", "[1]", "tinygpt_tokenizer.json is not a tokenizer description"),
+])
+def test_a_garbled_tokenizer(name: str, content: str, message: str, run_copy, refused, tmp_path) -> None:
+    step = run_copy("damaged") / STEP
+    (step / "tokenizer" / name).write_text(content)
+    rehash(step, f"tokenizer/{name}")
+    refused(["sample", "--checkpoint", step], message)
+    refused(["eval", "--checkpoint", step], message)
+    refused(["export", "--checkpoint", step, "--format", "mlx-lm", "-o", tmp_path / "out"], message)
 
 
 def test_a_run_folder_whose_only_checkpoint_is_damaged(run_copy, refused) -> None:

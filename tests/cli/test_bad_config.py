@@ -74,6 +74,9 @@ def test_several_config_problems_come_as_one_list(write, refused) -> None:
     ("data.batch_size=-8", "data.batch_size must be positive, got -8"),
     ("eval.sample_top_p=2", "eval.sample_top_p must be in (0, 1]"),
     ("eval.sample_top_k=-1", "eval.sample_top_k must be at least 1"),
+    ("eval.sample_max_new_tokens=-5", "eval.sample_max_new_tokens must be >= 0, got -5"),
+    ("checkpoint.save_dir=", "checkpoint.save_dir must name a folder, got an empty string"),
+    ("data.cache_dir= ", "data.cache_dir must name a folder"),
 ])
 def test_malformed_or_out_of_range_overrides(override: str, message: str, refused) -> None:
     refused(["config", "show", "-o", override], message)

@@ -74,6 +74,17 @@ def test_garbage_sweep_summaries(content: bytes, write, refused, tmp_path) -> No
             SUMMARIES[content])
 
 
+def test_a_garbled_metrics_log_leaves_its_run_out_of_the_fit(trained, run_copy, refused, cli, tmp_path) -> None:
+    run = run_copy("run")
+    (run / "metrics.jsonl").write_bytes(b'\xff\xfe garbage\n[1]\n{"type": "eval", "step": 2, "val_loss": "abc"}\n')
+    refused(["scaling", "fit", "--results", run, "--output_dir", tmp_path / "fits"],
+            "no finished runs to fit (1 found, none with status done and a final_val_loss)")
+    # Resuming keeps only the records it can read up to the checkpoint's step, and trains on.
+    done = cli("train", "-c", trained.config, "--save_dir", run, "--resume", "auto", "--max-steps", "3")
+    assert done.exit_code == 0, done.output
+    assert "(2 metric lines past it dropped)" in done.stdout
+
+
 def test_fits_on_too_few_runs_or_bad_options(trained, refused, tmp_path) -> None:
     base = ["scaling", "fit", "--results", trained.run, "--output_dir", tmp_path / "fits"]
     refused(base, "no law can be fit to 1 finished run(s) (skipped N, D, C, ND)", "it needs at least 3 runs")

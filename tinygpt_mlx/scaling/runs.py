@@ -83,8 +83,9 @@ def summarize_run(run_dir: str | Path, name: str | None = None, values: dict[str
         final = evals[-1]
         row["steps"], row["tokens_seen"] = final.get("step"), final.get("tokens_seen")
         row["final_val_loss"], row["final_val_bpb"] = final.get("val_loss"), final.get("val_bpb")
-        row["best_val_loss"] = min(e["val_loss"] for e in evals)
-        row["best_val_bpb"] = min(e["val_bpb"] for e in evals)
+        for metric in ("val_loss", "val_bpb"):  # a hand-edited line may hold anything
+            values = [e[metric] for e in evals if isinstance(e.get(metric), (int, float))]
+            row[f"best_{metric}"] = min(values) if values else None
     if trains:
         # The trainer's clock (steps, evals, saves), carried across resumes; process start-up is left out.
         row["wall_time_s"] = trains[-1].get("elapsed_s")

@@ -93,8 +93,16 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     for p in (path, meta_path):
         if not p.is_file():
             raise UserError(f"tokenizer file not found: {p}")
-    meta = json.loads(meta_path.read_text())
-    tok = Tokenizer(HFTokenizer.from_file(str(path)), meta["kind"])
+    try:
+        meta = json.loads(meta_path.read_text())
+        kind = meta["kind"]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{meta_path} is not a tokenizer description (JSON with a 'kind')") from None
+    try:
+        hf = HFTokenizer.from_file(str(path))
+    except Exception as err:  # tokenizers reports a file it cannot parse as a bare Exception
+        raise UserError(f"{path} is not a readable tokenizer file ({str(err).splitlines()[0]})") from None
+    tok = Tokenizer(hf, kind)
     if meta.get("fingerprint") not in (None, tok.fingerprint):
         raise UserError(f"{path} does not match the fingerprint recorded in {meta_path}; the folder was altered")
     return tok

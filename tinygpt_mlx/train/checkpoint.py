@@ -291,7 +291,10 @@ class Checkpoint:
     def tokenizer_fingerprint(self) -> str | None:
         """The saved tokenizer's fingerprint (vocabulary + merges), without building it."""
         meta = self.tokenizer_dir / "tinygpt_tokenizer.json"
-        return json.loads(meta.read_text()).get("fingerprint") if meta.is_file() else None
+        try:
+            return json.loads(meta.read_text()).get("fingerprint") if meta.is_file() else None
+        except (ValueError, AttributeError):
+            raise UserError(f"checkpoint {self.path} has an unreadable {meta}") from None
 
     @property
     def vocab_size(self) -> int:

@@ -26,11 +26,13 @@ def read_metrics(path: str | Path, kind: str | None = None) -> list[dict[str, An
     path = Path(path)
     if not path.is_file():
         return records
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut short by a crash
+        if not isinstance(record, dict):
+            continue  # not a record this log writes
         if kind is None or record.get("type") == kind:
             records.append(record)
     return records
@@ -41,14 +43,14 @@ def truncate_after(path: str | Path, step: int) -> int:
     path = Path(path)
     if not path.is_file():
         return 0
-    lines = path.read_text().splitlines()
+    lines = path.read_text(errors="replace").splitlines()
     kept = []
     for line in lines:
         try:
             if json.loads(line).get("step", 0) <= step:
                 kept.append(line)
-        except json.JSONDecodeError:
-            pass
+        except (json.JSONDecodeError, AttributeError, TypeError):
+            pass  # a torn or garbled line, or a value that is not a record
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)  # the old file stays whole until the new one is complete
