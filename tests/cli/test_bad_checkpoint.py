@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 STEP = "step-0000002"
 
@@ -168,6 +170,23 @@ def test_a_fresh_start_into_a_run_folder_with_checkpoints(trained, refused) -> N
 ])
 def test_sampling_settings_out_of_range(args: list[str], message: str, trained, refused) -> None:
     refused(["sample", "--checkpoint", trained.run, *args], message)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(temperature=st.floats(), top_k=st.none() | st.integers(-3, 80), top_p=st.none() | st.floats(),
+       max_new_tokens=st.integers(-3, 3), num_samples=st.integers(-1, 2), seed=st.none() | st.integers(-5, 2**33))
+def test_any_sampling_settings_sample_or_are_refused(temperature, top_k, top_p, max_new_tokens, num_samples, seed,
+                                                     trained, cli, user_error) -> None:
+    args = ["sample", "--checkpoint", trained.run, "--temperature", temperature, "--max-new-tokens", max_new_tokens,
+            "--num-samples", num_samples]
+    for flag, value in (("--top-k", top_k), ("--top-p", top_p), ("--seed", seed)):
+        if value is not None:
+            args += [flag, value]
+    result = cli(*args)
+    if result.exit_code != 0:
+        user_error(result)
+    else:
+        assert result.stdout.count("Once upon a time") == num_samples
 
 
 def test_prompts_the_model_cannot_see_as_typed_get_a_notice(trained, cli) -> None:

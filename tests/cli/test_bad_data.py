@@ -11,6 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tinygpt_mlx.data.sources import SEPARATOR
 
@@ -125,3 +127,15 @@ def test_prepare_writes_a_complete_folder_in_one_rename(trained, cli, tmp_path) 
     meta = json.loads((folder / "meta.json").read_text())
     assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "tokenizer", "train.bin", "val.bin"]
     assert (folder / "train.bin").stat().st_size == 2 * meta["splits"]["train"]["tokens"]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(suffix=st.sampled_from([".txt", ".jsonl"]), content=st.binary(max_size=300) | st.text(max_size=300))
+def test_any_corpus_bytes_are_prepared_or_refused_never_a_traceback(suffix, content, trained, cli, user_error,
+                                                                     tmp_path) -> None:
+    corpus = tmp_path / f"fuzz{suffix}"
+    corpus.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8", "surrogatepass"))
+    result = cli("data", "prepare", "-c", trained.config, "--data-dir", corpus, "-o",
+                 f"data.cache_dir={tmp_path / 'cache'}")
+    if result.exit_code != 0:
+        user_error(result)
