@@ -96,14 +96,6 @@ def output_dir(path: str | Path, option: str) -> Iterator[Path]:
 
 
 @contextmanager
-def output_file(path: str | Path, option: str) -> Iterator[Path]:
-    """check_output_file and create its folder; on failure remove folders this created while they are empty."""
-    file = check_output_file(path, option)
-    with output_dir(file.parent, option):
-        yield file
-
-
-@contextmanager
 def folder_lock(folder: Path, what: str) -> Iterator[None]:
     """Hold an exclusive lock on `folder` (flock on the folder itself: no lock file) or refuse at once."""
     fd = os.open(folder, os.O_RDONLY)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from tinygpt_mlx.config import dump_config
 from tinygpt_mlx.train.trainer import train
 
 RUNNER = CliRunner()
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tinygpt(*args: object) -> Result:
@@ -64,6 +67,34 @@ def assert_user_error(result: Result, *needles: str, code: int = 2) -> str:
 def cli() -> Callable[..., Result]:
     """cli(*args) -> the CliRunner result of `tinygpt ARGS`, run in this process."""
     return tinygpt
+
+
+def run_with_sigint(target: str, when: str, args: Sequence[object], signals: int = 1) -> subprocess.CompletedProcess:
+    """`tinygpt ARGS` in a real process that sends itself `signals` SIGINTs right after a call of `target`
+    (module.function, its first argument `path`) for which the Python expression `when` is true."""
+    module, function = target.rsplit(".", 1)
+    driver = "\n".join([
+        "import os, signal, sys",
+        f"import {module} as target",
+        "from tinygpt_mlx.cli import main",
+        f"original = target.{function}",
+        "def interrupted(path, *args, **kwargs):",
+        "    result = original(path, *args, **kwargs)",
+        f"    if {when}:",
+        f"        for _ in range({signals}):",
+        "            os.kill(os.getpid(), signal.SIGINT)",
+        "    return result",
+        f"target.{function} = interrupted",
+        f"sys.argv = ['tinygpt', *{[str(a) for a in args]!r}]",
+        "main()",
+    ])
+    return subprocess.run([sys.executable, "-c", driver], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def sigint_during() -> Callable[..., subprocess.CompletedProcess]:
+    """sigint_during(target, when, args, signals=1): see run_with_sigint."""
+    return run_with_sigint
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,8 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinygpt_mlx.data.sources import SEPARATOR
-
-REPO = Path(__file__).resolve().parents[2]
 
 CORPORA = {  # file name: (content, what the message says)
     "empty.txt": ("", "the train split of local:"),
@@ -84,29 +80,16 @@ def test_a_corpus_shorter_than_one_block(write, refused, trained, cli, tmp_path)
             "fewer than data.block_size + 1 = 33; use more data or a smaller block_size")
 
 
-def _prepare_interrupted_after(split_file: str, cache: Path, config: Path) -> subprocess.CompletedProcess:
+def _prepare_interrupted_after(sigint_during, split_file: str, cache: Path, config: Path):
     """`tinygpt data prepare` in a real process that gets SIGINT right after it has written `split_file`."""
-    driver = (
-        "import os, signal, sys\n"
-        "import tinygpt_mlx.data.prepare as prepare\n"
-        "from tinygpt_mlx.cli import main\n"
-        "write = prepare._write_tokens\n"
-        "def interrupted(path, *args, **kwargs):\n"
-        "    count = write(path, *args, **kwargs)\n"
-        f"    if path.name == {split_file!r}:\n"
-        "        os.kill(os.getpid(), signal.SIGINT)\n"
-        "    return count\n"
-        "prepare._write_tokens = interrupted\n"
-        f"sys.argv = ['tinygpt', 'data', 'prepare', '-c', {str(config)!r}, '-o', 'data.cache_dir={cache}',"
-        " '-o', 'data.tokenizer=bpe', '-o', 'data.bpe_vocab_size=300']\n"
-        "main()\n"
-    )
-    return subprocess.run([sys.executable, "-c", driver], cwd=REPO, capture_output=True, text=True, timeout=120)
+    return sigint_during("tinygpt_mlx.data.prepare._write_tokens", f"path.name == {split_file!r}",
+                         ["data", "prepare", "-c", config, "-o", f"data.cache_dir={cache}", "-o", "data.tokenizer=bpe",
+                          "-o", "data.bpe_vocab_size=300"])
 
 
-def test_ctrl_c_during_data_prepare_leaves_the_cache_as_it_was(trained, tmp_path) -> None:
+def test_ctrl_c_during_data_prepare_leaves_the_cache_as_it_was(trained, sigint_during, tmp_path) -> None:
     cache = tmp_path / "cache"
-    done = _prepare_interrupted_after("train.bin", cache, trained.config)
+    done = _prepare_interrupted_after(sigint_during, "train.bin", cache, trained.config)
     assert done.returncode == 128 + signal.SIGINT, done.stderr
     assert done.stderr.strip() == "interrupted" and "Traceback" not in done.stderr
     assert not cache.exists()  # the folder it created is gone again, with the half-written token files
@@ -114,7 +97,7 @@ def test_ctrl_c_during_data_prepare_leaves_the_cache_as_it_was(trained, tmp_path
     # An existing prepared folder is replaced only once a complete one is ready.
     cache.mkdir()
     (cache / "keep.txt").write_text("mine")
-    done = _prepare_interrupted_after("val.bin", cache, trained.config)
+    done = _prepare_interrupted_after(sigint_during, "val.bin", cache, trained.config)
     assert done.returncode == 130 and done.stderr.strip() == "interrupted", done.stderr
     assert sorted(p.name for p in cache.iterdir()) == ["keep.txt"]
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -99,35 +97,23 @@ def test_two_trainers_on_one_run_folder(trained, refused, tmp_path) -> None:
                 f"another process is training into {run}; wait for it to finish")
 
 
-def _train_interrupted_in_save(config: Path, run: Path, signals: int) -> subprocess.CompletedProcess:
+def _train_interrupted_in_save(sigint_during, config: Path, run: Path, signals: int):
     """`tinygpt train` in a real process that gets `signals` SIGINTs while it writes the step-4 checkpoint."""
-    driver = (
-        "import os, signal, sys\n"
-        "import tinygpt_mlx.train.checkpoint as ck\n"
-        "from tinygpt_mlx.cli import main\n"
-        "save = ck._save_arrays\n"
-        "def interrupted(path, arrays):\n"
-        "    save(path, arrays)\n"
-        "    if path.parent.name.startswith('.tmp-step-0000004') and path.name == 'model.safetensors':\n"
-        f"        for _ in range({signals}):\n"
-        "            os.kill(os.getpid(), signal.SIGINT)\n"
-        "ck._save_arrays = interrupted\n"
-        f"sys.argv = ['tinygpt', 'train', '-c', {str(config)!r}, '--save_dir', {str(run)!r}, '--max-steps', '6',"
-        " '-o', 'checkpoint.save_every=2']\n"
-        "main()\n"
-    )
-    return subprocess.run([sys.executable, "-c", driver], cwd=REPO, capture_output=True, text=True, timeout=120)
+    return sigint_during("tinygpt_mlx.train.checkpoint._save_arrays",
+                         "path.parent.name.startswith('.tmp-step-0000004') and path.name == 'model.safetensors'",
+                         ["train", "-c", config, "--save_dir", run, "--max-steps", "6", "-o", "checkpoint.save_every=2"],
+                         signals)
 
 
-def test_ctrl_c_during_a_checkpoint_save(trained, tmp_path) -> None:
+def test_ctrl_c_during_a_checkpoint_save(trained, sigint_during, tmp_path) -> None:
     # Once: the save in flight completes, then the run stops with a checkpoint to resume.
-    once = _train_interrupted_in_save(trained.config, tmp_path / "once", 1)
+    once = _train_interrupted_in_save(sigint_during, trained.config, tmp_path / "once", 1)
     assert once.returncode == 128 + signal.SIGINT, once.stderr
     assert "continue with --resume auto" in once.stdout and "Traceback" not in once.stderr
     assert [ck.step_of(p) for p in ck.list_checkpoints(tmp_path / "once")] == [2, 4]
 
     # Twice: the second Ctrl-C aborts the save; step 2 stays the newest checkpoint, no temporary folder stays.
-    twice = _train_interrupted_in_save(trained.config, tmp_path / "twice", 2)
+    twice = _train_interrupted_in_save(sigint_during, trained.config, tmp_path / "twice", 2)
     assert twice.returncode == 130 and twice.stderr.strip().splitlines()[-1] == "interrupted", twice.stderr
     assert "Traceback" not in twice.stderr
     names = sorted(p.name for p in (tmp_path / "twice").iterdir())
