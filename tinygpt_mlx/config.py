@@ -310,6 +310,9 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
         if isinstance(value, (dict, list)):
             problems.append(f"{where} must be a string, got {show(value)}")
             return value
+        if "\0" in str(value):
+            problems.append(f"{where} must not hold a NUL character, got {show(value)}")
+            return value
         return str(value)
     return value
 

@@ -29,6 +29,8 @@ def _existing_ancestor(path: Path) -> Path:
 def _check(path: Path, option: str, shown: Path) -> None:
     """The checks of check_output_dir on folder `path`, naming `shown` (the folder or a file in it)."""
     found = _existing_ancestor(path)
+    if found.is_symlink() and not found.exists():
+        raise UserError(f"{option} {shown}: {found} is a link to nothing (broken or looping)")
     if found == path and not path.is_dir():
         raise UserError(f"{option} {shown} is a file, not a folder; choose a folder" if shown == path else
                         f"{option} {shown} lies inside {found}, which is a file, not a folder")

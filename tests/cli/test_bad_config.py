@@ -77,6 +77,7 @@ def test_several_config_problems_come_as_one_list(write, refused) -> None:
     ("eval.sample_max_new_tokens=-5", "eval.sample_max_new_tokens must be >= 0, got -5"),
     ("checkpoint.save_dir=", "checkpoint.save_dir must name a folder, got an empty string"),
     ("data.cache_dir= ", "data.cache_dir must name a folder"),
+    ('checkpoint.save_dir="run\\0x"', "checkpoint.save_dir must not hold a NUL character"),
 ])
 def test_malformed_or_out_of_range_overrides(override: str, message: str, refused) -> None:
     refused(["config", "show", "-o", override], message)

@@ -119,3 +119,15 @@ def test_ctrl_c_during_a_checkpoint_save(trained, sigint_during, tmp_path) -> No
     names = sorted(p.name for p in (tmp_path / "twice").iterdir())
     assert names == ["env.json", "last", "metrics.jsonl", "run_config.yaml", "step-0000002"]
     assert ck.find_resume(tmp_path / "twice").name == "step-0000002"
+
+
+def test_paths_the_system_refuses(trained, refused, tmp_path) -> None:
+    long = tmp_path / ("a" * 300)
+    for args in (["train", "-c", trained.config, "--save_dir", long], ["config", "show", long],
+                 ["data", "prepare", "-c", trained.config, "--data-dir", long], ["sample", "--checkpoint", long],
+                 ["export", "--checkpoint", trained.run, "--format", "hf", "-o", long]):
+        refused(args, "File name too long")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    refused(["train", "-c", trained.config, "--save_dir", tmp_path / "loop"], "is a link to nothing")
+    refused(["eval", "--checkpoint", trained.run, "--output_dir", tmp_path / "loop" / "eval"], "is a link to nothing")
+    refused(["sample", "--checkpoint", tmp_path / "loop"], "points at a missing folder")

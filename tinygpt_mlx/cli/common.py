@@ -7,6 +7,7 @@ app behaves the same from the console script and from typer's CliRunner.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 import click
@@ -20,6 +21,10 @@ from tinygpt_mlx.errors import UserError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
+# The system refused a path or a write for a reason in the user's hands, never a bug of ours: a name too long,
+# a symlink loop, no permission, a read-only or full disk. Any other OSError stays a traceback.
+USER_OS_ERRORS = {errno.ENAMETOOLONG, errno.ELOOP, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
+                  errno.EDQUOT}
 
 console = Console()
 err_console = Console(stderr=True)
@@ -32,13 +37,20 @@ def print_error(message: str) -> None:
 
 
 class UserErrorGroup(TyperGroup):
-    """The root command group: UserError/ConfigError -> `error: ...` and exit 2; Ctrl-C -> one line, exit 130."""
+    """The root command group: UserError/ConfigError (and USER_OS_ERRORS) -> `error: ...` and exit 2; Ctrl-C ->
+    `interrupted` and exit 130."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (ConfigError, UserError) as err:
             print_error(str(err))
+            raise typer.Exit(EXIT_USER_ERROR) from None
+        except OSError as err:
+            if err.errno not in USER_OS_ERRORS:
+                raise
+            where = f"{err.filename}: " if err.filename else ""
+            print_error(f"{where}{err.strerror or err}")
             raise typer.Exit(EXIT_USER_ERROR) from None
         except KeyboardInterrupt:
             err_console.print("interrupted", highlight=False)
