@@ -405,10 +405,9 @@ def validate(cfg: Config) -> list[str]:
         problems.append("set schedule.max_steps or schedule.epochs")
     if s.warmup_steps < 0:
         problems.append(f"schedule.warmup_steps must be >= 0, got {s.warmup_steps}")
-    if s.max_steps is not None and 0 < s.max_steps < s.warmup_steps and s.max_steps <= SHORT_RUN_STEPS:
-        print(f"note: schedule.warmup_steps {s.warmup_steps} clamped to this short run's {s.max_steps} steps",
-              file=sys.stderr)
-        s.warmup_steps = s.max_steps
+    clamp = s.max_steps is not None and 0 < s.max_steps < s.warmup_steps and s.max_steps <= SHORT_RUN_STEPS
+    if clamp:
+        s.warmup_steps, asked = s.max_steps, s.warmup_steps
     elif s.max_steps is not None and 0 < s.max_steps < s.warmup_steps:
         problems.append(f"schedule.warmup_steps ({s.warmup_steps}) must not exceed schedule.max_steps ({s.max_steps})")
     if s.min_lr < 0 or (o.lr > 0 and s.min_lr > o.lr):
@@ -444,6 +443,8 @@ def validate(cfg: Config) -> list[str]:
         problems.append(f"runtime.cpu_threads must be >= 0 (0 = auto), got {r.cpu_threads}")
     elif r.cpu_threads > 1 and d.batch_size % r.cpu_threads:
         problems.append(f"runtime.cpu_threads ({r.cpu_threads}) must divide data.batch_size ({d.batch_size})")
+    if clamp and not problems:  # a refused config gets its problems, not notes
+        print(f"note: schedule.warmup_steps {asked} clamped to this short run's {s.max_steps} steps", file=sys.stderr)
     return problems
 
 

@@ -88,6 +88,7 @@ def test_malformed_or_out_of_range_overrides(override: str, message: str, refuse
     (["--seed", str(2**32)], "runtime.seed must be between 0 and 4294967295"),
     (["--max-steps", "0"], "schedule.max_steps must be positive, got 0"),
     (["-o", "optim.lr=nan"], "optim.lr must be a finite number"),
+    (["-o", "schedule.warmup_steps=50", "-o", "optim.weight_decay=nan"], "optim.weight_decay must be a finite"),
     (["-o", "model.d_model=65536", "-o", "model.n_layers=1000"],
      "this config does not fit in memory: 51,540,461,813,760 parameters"),
     (["-o", "model.max_seq_len=10000000000"], "this config does not fit in memory"),
