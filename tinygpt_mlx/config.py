@@ -354,6 +354,7 @@ def from_dict(raw: dict[str, Any]) -> Config:
         sections[name], found = build_section(_SECTION_TYPES[name], values, name)
         problems.extend(found)
     cfg = Config(**sections)
+    asked_warmup = cfg.schedule.warmup_steps
     try:
         problems.extend(validate(cfg))
     except TypeError:
@@ -361,6 +362,9 @@ def from_dict(raw: dict[str, Any]) -> Config:
 
     if problems:
         raise ConfigError(problems)
+    if cfg.schedule.warmup_steps != asked_warmup:  # only an accepted config gets notes
+        print(f"note: schedule.warmup_steps {asked_warmup} clamped to this short run's {cfg.schedule.max_steps} "
+              "steps", file=sys.stderr)
     return cfg
 
 
@@ -405,9 +409,8 @@ def validate(cfg: Config) -> list[str]:
         problems.append("set schedule.max_steps or schedule.epochs")
     if s.warmup_steps < 0:
         problems.append(f"schedule.warmup_steps must be >= 0, got {s.warmup_steps}")
-    clamp = s.max_steps is not None and 0 < s.max_steps < s.warmup_steps and s.max_steps <= SHORT_RUN_STEPS
-    if clamp:
-        s.warmup_steps, asked = s.max_steps, s.warmup_steps
+    if s.max_steps is not None and 0 < s.max_steps < s.warmup_steps and s.max_steps <= SHORT_RUN_STEPS:
+        s.warmup_steps = s.max_steps  # from_dict says so
     elif s.max_steps is not None and 0 < s.max_steps < s.warmup_steps:
         problems.append(f"schedule.warmup_steps ({s.warmup_steps}) must not exceed schedule.max_steps ({s.max_steps})")
     if s.min_lr < 0 or (o.lr > 0 and s.min_lr > o.lr):
@@ -443,8 +446,6 @@ def validate(cfg: Config) -> list[str]:
         problems.append(f"runtime.cpu_threads must be >= 0 (0 = auto), got {r.cpu_threads}")
     elif r.cpu_threads > 1 and d.batch_size % r.cpu_threads:
         problems.append(f"runtime.cpu_threads ({r.cpu_threads}) must divide data.batch_size ({d.batch_size})")
-    if clamp and not problems:  # a refused config gets its problems, not notes
-        print(f"note: schedule.warmup_steps {asked} clamped to this short run's {s.max_steps} steps", file=sys.stderr)
     return problems
 
 
