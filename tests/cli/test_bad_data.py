@@ -72,6 +72,19 @@ def test_missing_or_wrong_data_paths(refused, trained, tmp_path) -> None:
              f"data.tokenizer_dir={tmp_path}"], "GPT-2 tokenizer file missing")
 
 
+@pytest.mark.parametrize("files, message", [
+    ({"vocab.json": "[1]", "merges.txt": "#version: 0.2\n"}, "(vocab.json, merges.txt) is not a readable tokenizer"),
+    ({"vocab.json": b"\xff\xfe", "merges.txt": ""}, "stream did not contain valid UTF-8"),
+    ({"vocab.json": '{"a": 0}', "merges.txt": "garbage\n"}, "Merges text file invalid at line 1"),
+    ({"tokenizer.json": "{}"}, "tokenizer.json is not a readable tokenizer file"),
+])
+def test_gpt2_tokenizer_files_that_are_not(files: dict, message: str, write, refused, trained, tmp_path) -> None:
+    for name, content in files.items():
+        write(f"gpt2/{name}", content)
+    refused(["data", "prepare", "-c", trained.config, "--tokenizer", "gpt2", "-o",
+             f"data.tokenizer_dir={tmp_path / 'gpt2'}"], message)
+
+
 def test_a_corpus_shorter_than_one_block(write, refused, trained, cli, tmp_path) -> None:
     corpus = write("short.txt", f"Hi.{SEPARATOR}Yo.")
     cache = f"data.cache_dir={tmp_path / 'cache'}"

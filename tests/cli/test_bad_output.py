@@ -75,6 +75,11 @@ def test_output_path_in_a_read_only_folder(command: str, trained, refused, tmp_p
         locked.chmod(0o755)
 
 
+def test_migrating_a_config_onto_itself(refused, write) -> None:
+    old = write("old.yaml", "training:\n  max_steps: 5\n")
+    refused(["config", "migrate", old, "-o", old], "is the file being migrated; write the translation to a new file")
+
+
 def test_bench_output_that_is_a_folder(refused, tmp_path) -> None:
     refused(["bench", "--sizes", "tiny", "--json", tmp_path], f"--json {tmp_path} is a folder; give a file name")
 

@@ -37,6 +37,8 @@ def migrate(
     from tinygpt_mlx.paths import check_output_file
 
     out = check_output_file(output, "--output")
+    if out.exists() and out.samefile(old):
+        raise UserError(f"--output {out} is the file being migrated; write the translation to a new file")
     raw = read_file(old, migrate=False)
     if not is_old(raw):
         raise UserError(f"{old} is not in the original TinyGPT layout (no training: or logging: section, no "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
@@ -86,6 +87,14 @@ class Tokenizer:
         return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size}, fingerprint={self.fingerprint[:12]})"
 
 
+def parse_tokenizer_files(read: Callable[[], HFTokenizer], where: str | Path) -> HFTokenizer:
+    """read(), a tokenizers call that parses the files at `where`; files it cannot parse are a UserError."""
+    try:
+        return read()
+    except Exception as err:  # tokenizers reports a file it cannot parse as a bare Exception
+        raise UserError(f"{where} is not a readable tokenizer file ({str(err).splitlines()[0]})") from None
+
+
 def load_tokenizer(directory: str | Path) -> Tokenizer:
     """Load a folder written by `Tokenizer.save`."""
     directory = Path(directory)
@@ -98,11 +107,7 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         kind = meta["kind"]
     except (ValueError, KeyError, TypeError):
         raise UserError(f"{meta_path} is not a tokenizer description (JSON with a 'kind')") from None
-    try:
-        hf = HFTokenizer.from_file(str(path))
-    except Exception as err:  # tokenizers reports a file it cannot parse as a bare Exception
-        raise UserError(f"{path} is not a readable tokenizer file ({str(err).splitlines()[0]})") from None
-    tok = Tokenizer(hf, kind)
+    tok = Tokenizer(parse_tokenizer_files(lambda: HFTokenizer.from_file(str(path)), path), kind)
     if meta.get("fingerprint") not in (None, tok.fingerprint):
         raise UserError(f"{path} does not match the fingerprint recorded in {meta_path}; the folder was altered")
     return tok

@@ -8,7 +8,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models
 
 from tinygpt_mlx.errors import UserError
-from tinygpt_mlx.tokenizers.base import EOS_TOKEN, Tokenizer
+from tinygpt_mlx.tokenizers.base import EOS_TOKEN, Tokenizer, parse_tokenizer_files
 from tinygpt_mlx.tokenizers.bpe import byte_level_pipeline
 
 
@@ -20,13 +20,14 @@ def load_gpt2(tokenizer_dir: str | Path | None) -> Tokenizer:
     if not folder.is_dir():
         raise UserError(f"data.tokenizer_dir not found: {folder}")
     if (folder / "tokenizer.json").is_file():
-        hf = HFTokenizer.from_file(str(folder / "tokenizer.json"))
+        hf = parse_tokenizer_files(lambda: HFTokenizer.from_file(str(folder / "tokenizer.json")),
+                                   folder / "tokenizer.json")
     else:
         for name in ("vocab.json", "merges.txt"):
             if not (folder / name).is_file():
                 raise UserError(f"GPT-2 tokenizer file missing: {folder / name} (need vocab.json and merges.txt)")
-        bpe = models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt"))
-        hf = byte_level_pipeline(HFTokenizer(bpe))
+        hf = parse_tokenizer_files(lambda: byte_level_pipeline(HFTokenizer(models.BPE.from_file(
+            str(folder / "vocab.json"), str(folder / "merges.txt")))), f"{folder} (vocab.json, merges.txt)")
     # <|endoftext|> is already id 50256 in the vocabulary; marking it special keeps it one token in text.
     hf.add_special_tokens([EOS_TOKEN])
     return Tokenizer(hf, "gpt2")
