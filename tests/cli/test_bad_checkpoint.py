@@ -172,7 +172,8 @@ def test_sampling_settings_out_of_range(args: list[str], message: str, trained, 
     refused(["sample", "--checkpoint", trained.run, *args], message)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(temperature=st.floats(), top_k=st.none() | st.integers(-3, 80), top_p=st.none() | st.floats(),
        max_new_tokens=st.integers(-3, 3), num_samples=st.integers(-1, 2), seed=st.none() | st.integers(-5, 2**33))
 def test_any_sampling_settings_sample_or_are_refused(temperature, top_k, top_p, max_new_tokens, num_samples, seed,
