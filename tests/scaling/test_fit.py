@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+import tinygpt_mlx.scaling.fit as fit_module
 from tinygpt_mlx.errors import UserError
 from tinygpt_mlx.scaling.fit import LAWS, compute_optimal, fit_law, predict
 
@@ -98,3 +99,73 @@ def test_compute_optimal_closed_form_minimises_loss_on_the_iso_flop_line():
 def test_degenerate_inputs_are_refused_with_a_clear_message(law, x, loss, message):
     with pytest.raises(UserError, match=re.escape(message)):
         fit_law(law, x, loss, n_bootstrap=5)
+
+
+# Each defect below was found by checking fit.py against data from known laws; each test failed before its fix.
+
+@pytest.mark.parametrize(
+    ("law", "x", "message"),
+    [
+        # Four runs but two widths: E, A and alpha cannot all be pinned by two levels.
+        ("N", [1e4, 1e4, 1e5, 1e5], "only 2 distinct values of N (10000, 100000)"),
+        # Six runs at four distinct (N, D) points for five parameters.
+        ("ND", [[1e4, 1e6], [1e4, 1e6], [1e5, 1e7], [1e5, 1e7], [1e6, 1e8], [1e4, 1e8]],
+         "the runs give only 4 distinct (N, D) points; it needs at least 5"),
+        # D = 20 N in every run: the N and D terms trade off freely.
+        ("ND", [[n, 20 * n] for n in np.geomspace(1e5, 1e8, 8)], "N and D vary together"),
+    ],
+)
+def test_enough_runs_means_enough_distinct_points(law, x, message):
+    x = np.asarray(x, dtype=float)
+    true = {"E": 1.69, "A": 406.4, "alpha": 0.34, "B": 410.7, "beta": 0.28}
+    params = true if law == "ND" else {k: true[k] for k in ("E", "A", "alpha")}
+    loss = predict(LAWS[law], params, x) * np.exp(np.random.default_rng(0).normal(0, 0.01, len(x)))
+    with pytest.raises(UserError, match=re.escape(message)):
+        fit_law(law, x, loss, n_bootstrap=5)
+
+
+def test_an_exactly_determined_fit_gets_no_interval_rather_than_a_zero_width_one():
+    x = np.array([1e4, 1e5, 1e6])
+    fit = fit_law("N", x, predict(LAWS["N"], {"E": 1.0, "A": 20.0, "alpha": 0.3}, x), n_bootstrap=20)
+    assert fit.params["alpha"] == pytest.approx(0.3, rel=1e-6)
+    assert fit.ci95 == {} and fit.n_bootstrap == 0
+    assert fit.notes == ["no intervals: 3 distinct points for 3 parameters fit exactly; add runs at new points"]
+
+
+def test_bootstrap_replicates_without_a_usable_resample_are_dropped_not_used(monkeypatch):
+    # Four runs at four widths: about 3 in 4 resamples hold fewer than three distinct widths. With one draw
+    # allowed per replicate, most replicates find none and must be left out.
+    monkeypatch.setattr(fit_module, "MAX_REDRAWS", 1)
+    law, true, _ = ONE_VARIABLE[0]
+    x = np.geomspace(2e4, 5e6, 4)
+    fit = fit_law(law, x, _noisy(law, true, x, seed=3), n_bootstrap=40, seed=0)
+    assert 0 < fit.dropped < 40
+    assert fit.n_bootstrap == 40 - fit.dropped == len(fit.samples)
+    assert fit.redrawn == fit.dropped  # one failed draw per dropped replicate, no retries
+    assert f"bootstrap: {fit.dropped} of 40 replicates found no resample" in fit.notes[0]
+    # Every kept replicate was fitted to a resample that determines the law, so it stays near the truth.
+    assert np.all(np.abs(fit.samples[:, 2] - true["alpha"]) < 0.2)
+
+
+@pytest.mark.parametrize(
+    ("x", "loss", "name", "note"),
+    [
+        # Flat loss: no decrease with N, the exponent runs to 0.
+        (np.geomspace(1e4, 1e6, 6), [2.0, 2.01, 1.99, 2.0, 2.01, 1.99], "alpha", "sits at its lower bound 0"),
+        # A pure power law without an irreducible term: E runs to 0.
+        (np.geomspace(1e4, 1e7, 8), 30.0 * np.geomspace(1e4, 1e7, 8) ** -0.3, "E", "sits at its lower bound 0"),
+        # A step between the two smallest runs: the exponent runs to its upper bound.
+        (np.geomspace(1e4, 1e6, 6), [3.0, 2.0, 2.0, 2.0, 2.0, 2.0], "alpha", "sits at its upper bound 10"),
+    ],
+    ids=["flat", "no-floor", "step"],
+)
+def test_a_parameter_at_a_bound_is_flagged(x, loss, name, note):
+    fit = fit_law("N", x, loss, n_bootstrap=10)
+    assert name in fit.at_bound
+    assert any(n.startswith(f"{name} = ") and note in n for n in fit.notes), fit.notes
+
+
+def test_a_fit_inside_its_bounds_has_no_bound_notes():
+    law, true, x = ONE_VARIABLE[0]
+    fit = fit_law(law, x, _noisy(law, true, x, seed=3), n_bootstrap=20)
+    assert fit.at_bound == [] and fit.notes == [] and fit.bootstrap_at_bound == {}

@@ -55,6 +55,12 @@ GRID_E = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0)
 GRID_A = (-3.0, -2.0, -1.0, 0.0, 1.0)
 GRID_EXP = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0)
 EXP_BOUNDS = (0.0, 10.0)
+MIN_VALUES = 3  # distinct values per variable: E, a coefficient and an exponent need three levels to separate
+MAX_REDRAWS = 100  # resamples tried per bootstrap replicate before the replicate is dropped
+# A parameter "at a bound": an exponent within BOUND_TOL of EXP_BOUNDS, or a term (E, or a coefficient's
+# A x^-alpha at every run) below NEGLIGIBLE of the smallest loss. L-BFGS-B lands exactly on an active bound.
+BOUND_TOL = 1e-3
+NEGLIGIBLE = 1e-3
 
 
 @dataclass
@@ -70,8 +76,13 @@ class LawFit:
     x: np.ndarray  # [n_points, n_variables]
     loss: np.ndarray
     samples: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # bootstrap params, natural scale
-    n_bootstrap: int = 0
+    n_bootstrap: int = 0  # replicates behind the intervals (requested minus dropped)
     seed: int | None = None
+    redrawn: int = 0  # resamples that could not determine the law and were drawn again
+    dropped: int = 0  # replicates with no usable resample in MAX_REDRAWS draws: left out, never used
+    at_bound: list[str] = field(default_factory=list)  # parameters of the point estimate at a bound
+    bootstrap_at_bound: dict[str, float] = field(default_factory=dict)  # share of replicates, where > 0
+    notes: list[str] = field(default_factory=list)  # what a reader must know before trusting the numbers
 
     def predict(self, x: np.ndarray, params: dict[str, float] | None = None) -> np.ndarray:
         """Loss the law predicts at x ([n] or [n, n_variables])."""
@@ -99,9 +110,35 @@ def check_points(law: Law, x: np.ndarray, loss: np.ndarray) -> None:
         col = x[:, k]
         if not np.all(np.isfinite(col)) or np.any(col <= 0):
             raise UserError(f"law {law.key}: every {name} must be a positive finite number, got {_bad(col)}")
-        if len(np.unique(col)) < 2:
-            raise UserError(f"law {law.key}: all runs share a single {name} = {col[0]:g}; "
-                            f"a power law in {name} needs at least two distinct values")
+    problem = undetermined(law, x)
+    if problem:
+        raise UserError(f"law {law.key}: {problem}")
+
+
+def undetermined(law: Law, x: np.ndarray) -> str | None:
+    """Why runs at these x cannot determine the law (counting distinct points, not runs), or None."""
+    n_params = len(law.param_names)
+    for k, name in enumerate(law.variables):
+        values = np.unique(x[:, k])
+        if len(values) == 1:
+            return (f"all runs share a single {name} = {values[0]:g}; "
+                    f"a power law in {name} needs at least two distinct values")
+        if len(values) < MIN_VALUES:
+            return (f"the runs have only {len(values)} distinct values of {name} "
+                    f"({', '.join(f'{v:g}' for v in values)}); E, a coefficient and an exponent need at "
+                    f"least {MIN_VALUES}")
+    distinct = len(np.unique(x, axis=0))
+    if distinct < n_params:
+        return (f"{n_params} parameters but the runs give only {distinct} distinct "
+                f"({', '.join(law.variables)}) points; it needs at least {n_params}")
+    if x.shape[1] > 1:
+        # log D an affine function of log N (e.g. D = 20 N in every run): the two terms trade off freely.
+        centred = np.log(x) - np.log(x).mean(axis=0)
+        sv = np.linalg.svd(centred, compute_uv=False)
+        if sv[-1] <= 1e-6 * sv[0]:
+            return (f"{' and '.join(law.variables)} vary together (one is a fixed power of the other in "
+                    f"every run), so their terms cannot be told apart; add runs that vary them independently")
+    return None
 
 
 def _bad(values: np.ndarray) -> str:
@@ -228,25 +265,93 @@ def fit_law(law_key: str, x: Any, loss: Any, n_bootstrap: int = 200, seed: int =
         theta, value = _fit_theta(law, problem, n_starts)
         params = problem.natural(theta, law)
         fit = LawFit(law, params, {}, r2_log(law, params, x, loss), value, len(loss), x, loss)
+        fit.at_bound = at_bounds(law, params, x, loss)
+        fit.notes += [bound_note(law, name, params) for name in fit.at_bound]
         if n_bootstrap > 0:
-            fit.samples = bootstrap(law, x, loss, theta, problem.log_scale, n_bootstrap, seed)
-            fit.n_bootstrap, fit.seed = n_bootstrap, seed
-            fit.ci95 = {name: _percentiles(fit.samples[:, i]) for i, name in enumerate(law.param_names)}
+            _add_intervals(fit, theta, problem.log_scale, n_bootstrap, seed)
     return fit
 
 
+def _add_intervals(fit: LawFit, theta: np.ndarray, log_scale: np.ndarray, n_bootstrap: int, seed: int) -> None:
+    law, n_params = fit.law, len(fit.law.param_names)
+    fit.seed = seed
+    distinct = len(np.unique(fit.x, axis=0))
+    if distinct <= n_params:
+        # Every resample that still determines the law holds every distinct point: it refits the same
+        # curve, and a zero-width interval would claim a certainty the runs do not have.
+        fit.notes.append(f"no intervals: {distinct} distinct points for {n_params} parameters fit exactly; "
+                         "add runs at new points")
+        return
+    fit.samples, fit.redrawn, fit.dropped = bootstrap(law, fit.x, fit.loss, theta, log_scale, n_bootstrap, seed)
+    fit.n_bootstrap = len(fit.samples)
+    if fit.dropped:
+        fit.notes.append(f"bootstrap: {fit.dropped} of {n_bootstrap} replicates found no resample that "
+                         f"determines the law in {MAX_REDRAWS} draws and were left out")
+    if fit.n_bootstrap < 2:
+        fit.notes.append("no intervals: fewer than two usable bootstrap replicates")
+        return
+    fit.ci95 = {name: _percentiles(fit.samples[:, i]) for i, name in enumerate(law.param_names)}
+    shares = np.mean([at_bounds_mask(law, dict(zip(law.param_names, s, strict=True)), fit.x, fit.loss)
+                      for s in fit.samples], axis=0)
+    fit.bootstrap_at_bound = {name: float(share) for name, share in zip(law.param_names, shares, strict=True)
+                              if share > 0}
+    for name, share in fit.bootstrap_at_bound.items():
+        if share > 0.025 and name not in fit.at_bound:  # enough to move a 2.5% percentile onto the bound
+            fit.notes.append(f"{name}: {share:.0%} of bootstrap fits sit at a bound, so its interval "
+                             "reaches that bound")
+
+
+def at_bounds_mask(law: Law, params: dict[str, float], x: np.ndarray, loss: np.ndarray) -> list[bool]:
+    """For each parameter (law.param_names order): is it at a bound of the fit?"""
+    floor = NEGLIGIBLE * float(np.min(loss))
+    flags = {"E": params["E"] < floor}
+    for k, (coef, expo) in enumerate(law.terms):
+        flags[expo] = not (EXP_BOUNDS[0] + BOUND_TOL < params[expo] < EXP_BOUNDS[1] - BOUND_TOL)
+        flags[coef] = bool(np.all(params[coef] * x[:, k] ** -params[expo] < floor))
+    return [flags[name] for name in law.param_names]
+
+
+def at_bounds(law: Law, params: dict[str, float], x: np.ndarray, loss: np.ndarray) -> list[str]:
+    """Names of the parameters at a bound: an exponent at 0 or 10, E or a whole term at (nearly) zero."""
+    mask = at_bounds_mask(law, params, x, loss)
+    return [name for name, flag in zip(law.param_names, mask, strict=True) if flag]
+
+
+def bound_note(law: Law, name: str, params: dict[str, float]) -> str:
+    """Why a parameter at a bound makes the fit untrustworthy, in one sentence."""
+    value = f"{name} = {params[name]:.3g}"
+    if name == "E":
+        return (f"{value} sits at its lower bound 0: these runs cannot separate the irreducible loss from "
+                "the power-law terms")
+    for var, (coef, expo) in zip(law.variables, law.terms, strict=True):
+        if name == expo and params[expo] <= EXP_BOUNDS[0] + BOUND_TOL:
+            return (f"{value} sits at its lower bound {EXP_BOUNDS[0]:g}: the loss does not fall with {var} "
+                    f"in these runs, so {coef} and E are not determined")
+        if name == expo:
+            return (f"{value} sits at its upper bound {EXP_BOUNDS[1]:g}: the {var} term is a step, not a "
+                    f"power law ({coef} = {params[coef]:.3g}); the fit is not determined")
+        if name == coef:
+            return (f"{value}: its term {coef} * {var}^-{expo} is below {NEGLIGIBLE:.1%} of the loss at every "
+                    f"run, so {var} has no measurable effect in this fit")
+    raise KeyError(name)
+
+
 def bootstrap(law: Law, x: np.ndarray, loss: np.ndarray, theta: np.ndarray, log_scale: np.ndarray,
-              n: int, seed: int) -> np.ndarray:
-    """Refit on n resamples of the runs (seeded); returns natural-scale params, shape [n, n_params]."""
+              n: int, seed: int) -> tuple[np.ndarray, int, int]:
+    """Refit on n seeded resamples of the runs -> (params [used, n_params] natural scale, redrawn, dropped)."""
     rng = np.random.default_rng(seed)
-    n_params = len(law.param_names)
-    out = np.empty((n, n_params))
-    for b in range(n):
-        # Redraw resamples that cannot determine the law (too few distinct runs or a single x value).
-        for _ in range(100):
+    rows, redrawn, dropped = [], 0, 0
+    for _ in range(n):
+        # A resample that cannot determine the law (too few distinct points) is drawn again; a replicate
+        # that never finds one is dropped rather than fitted to data that cannot pin it.
+        for _ in range(MAX_REDRAWS):
             idx = rng.integers(0, len(loss), len(loss))
-            if _identifiable(x[idx], n_params):
+            if undetermined(law, x[idx]) is None:
                 break
+            redrawn += 1
+        else:
+            dropped += 1
+            continue
         problem = _Problem(x[idx], loss[idx])
         # Start from the full-data optimum (shifted to this resample's normalisation) and the two best grid
         # points: a resample rarely moves the optimum to another basin, and each start costs an L-BFGS run.
@@ -254,13 +359,8 @@ def bootstrap(law: Law, x: np.ndarray, loss: np.ndarray, theta: np.ndarray, log_
         shifted[1::2] = theta[1::2] - theta[2::2] * (problem.log_scale - log_scale)
         best, _ = _fit_theta(law, problem, 2, extra=shifted[None])
         nat = problem.natural(best, law)
-        out[b] = [nat[name] for name in law.param_names]
-    return out
-
-
-def _identifiable(x: np.ndarray, n_params: int) -> bool:
-    distinct_rows = len(np.unique(x, axis=0))
-    return distinct_rows >= n_params and all(len(np.unique(x[:, k])) >= 2 for k in range(x.shape[1]))
+        rows.append([nat[name] for name in law.param_names])
+    return np.array(rows).reshape(len(rows), len(law.param_names)), redrawn, dropped
 
 
 def _percentiles(values: np.ndarray) -> tuple[float, float]:
