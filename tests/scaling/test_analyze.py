@@ -116,3 +116,82 @@ def test_scaling_fit_command_and_the_seed_alias(tmp_path, capsys):
     assert alias["laws"]["N"]["params"] == pytest.approx(fits["laws"]["N"]["params"], rel=1e-3)
     assert analyze_scaling(["--checkpoint_dirs", str(tmp_path / "nope"), "--output_dir", str(tmp_path)]) == 2
     assert "results not found" in capsys.readouterr().err
+
+
+JOINT = {"E": 1.8, "A": 113.0, "alpha": 0.35, "B": 81.0, "beta": 0.3}
+
+
+def _joint_grid(sigma: float = 0.003) -> list[dict]:
+    """A 5 x 5 grid like configs/scaling_joint.yaml's (its N and D), losses from JOINT with noise."""
+    rng = np.random.default_rng(2)
+    rows = []
+    for n in (100_096, 335_712, 793_344, 1_546_720, 2_669_568):
+        for steps in (90, 180, 360, 720, 1440):
+            d = steps * 4096
+            loss = (JOINT["E"] + JOINT["A"] * n ** -JOINT["alpha"] + JOINT["B"] * d ** -JOINT["beta"]) \
+                * np.exp(rng.normal(0, sigma))
+            rows.append({"name": f"n{n}_s{steps}", "status": "done", "non_embedding_params": n,
+                         "tokens_seen": d, "final_val_loss": loss})
+    return rows
+
+
+def test_held_out_largest_runs_are_predicted_by_the_fit_to_the_rest(tmp_path):
+    rows = _joint_grid()
+    notes: list[str] = []
+    report = fit_results(rows, tmp_path, law="ND", n_bootstrap=40, holdout=["n100096_s1440"], holdout_largest=2,
+                         say=notes.append)
+    held = report["holdout"]
+    assert held["runs"] == ["n100096_s1440", "n1546720_s1440", "n2669568_s1440"]  # named, then most compute
+    assert report["laws"]["ND"]["n_points"] == 22
+    assert not set(held["runs"]) & set(report["laws"]["ND"]["selection"]["runs"])
+    measured = {r["name"]: r["final_val_loss"] for r in rows}
+    for p in held["predictions"]:
+        assert p["measured"] == measured[p["name"]]
+        truth = JOINT["E"] + JOINT["A"] * p["N"] ** -JOINT["alpha"] + JOINT["B"] * p["D"] ** -JOINT["beta"]
+        assert p["predicted"] == pytest.approx(truth, rel=0.01)
+        assert p["inside_pi95"] == (p["pi95"][0] <= p["measured"] <= p["pi95"][1])
+    # The two largest runs fall inside their intervals; the named small run, 1.8 sigma of noise above the law,
+    # lies just outside its own (30 noisy grids: 59 of 60 largest runs inside).
+    assert [p["inside_pi95"] for p in held["predictions"]] == [False, True, True]
+    assert held["max_abs_error_pct"] == max(abs(p["error_pct"]) for p in held["predictions"]) < 1.5
+    fits_md = (tmp_path / "fits.md").read_text()
+    assert "## Prediction of held-out runs" in fits_md
+    assert "| n2669568_s1440 | 2,669,568 | 5,898,240 |" in fits_md
+    assert (tmp_path / "residuals_ND.png").stat().st_size > 1000
+    assert any(line.startswith("  leave-one-out: E ") for line in notes)
+
+
+def test_holdout_refusals(tmp_path):
+    rows = _joint_grid()
+    with pytest.raises(UserError, match="--holdout nope: no finished run has that name"):
+        fit_results(rows, tmp_path, n_bootstrap=0, holdout=["nope"])
+    with pytest.raises(UserError, match="--holdout predicts with the joint law L"):
+        fit_results(rows, tmp_path, law="N", n_bootstrap=0, holdout_largest=1)
+    with pytest.raises(UserError, match="--holdout leaves no run to fit: all 25 finished runs are held out"):
+        fit_results(rows, tmp_path, n_bootstrap=0, holdout_largest=25)
+    with pytest.raises(UserError, match="--holdout needs the joint law L"):
+        fit_results(collect([_width_sweep(tmp_path)]), tmp_path / "w", n_bootstrap=0, holdout_largest=1,
+                    say=lambda _: None)
+
+
+def test_fits_md_sets_the_joint_fit_beside_chinchilla(tmp_path):
+    report = fit_results(_joint_grid(), tmp_path, law="ND", n_bootstrap=30, say=lambda _: None)
+    joint = report["laws"]["ND"]
+    assert joint["at_bound"] == [] and joint["notes"] == []
+    for name in ("alpha", "beta"):
+        lo, hi = joint["ci95"][name]
+        assert lo <= JOINT[name] <= hi
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in
+            (tmp_path / "fits.md").read_text().splitlines() if line.startswith("| ")}
+    assert rows["alpha (N exponent)"][1] == f"{joint['params']['alpha']:.3f}"
+    assert rows["alpha (N exponent)"][3] == "0.340"
+    assert rows["a: N_opt ∝ C^a"][3] == f"{0.28 / 0.62:.3f}"
+    assert rows["E"][3] == "1.69" and rows["E"][4].startswith("not comparable")
+    # Tokens per parameter at the grid's most compute: this fit's D_opt / N_opt, and Chinchilla's fit there.
+    top = joint["compute_optimal"]["at_run_compute"][1]
+    assert top["compute_flops"] == pytest.approx(6 * 2_669_568 * 1440 * 4096)
+    label = f"tokens per parameter at C = {top['compute_flops']:.1e}"
+    assert float(rows[label][1]) == pytest.approx(top["tokens_per_param"], rel=2e-3)
+    g = (0.34 * 406.4 / (0.28 * 410.7)) ** (1 / 0.62)
+    chinchilla = (top["compute_flops"] / 6) ** ((0.34 - 0.28) / 0.62) / g**2
+    assert rows[label][3] == f"{chinchilla:.3g} (fit); about 20 (rule)"

@@ -21,7 +21,7 @@ app.add_typer(scaling_app, name="scaling")
 
 def _print(table: Table) -> None:
     # Piped output has no terminal width; 80 columns would cut the run names.
-    (console if console.is_terminal else Console(width=160)).print(table)
+    (console if console.is_terminal else Console(width=200)).print(table)
 
 
 def _fmt(value: Any, spec: str = "") -> str:
@@ -34,9 +34,12 @@ def _plan_table(runs: list[Any], keys: list[str]) -> Table:
     from tinygpt_mlx.model import count_params_closed_form
     from tinygpt_mlx.scaling.runs import summarize_run
 
-    table = Table(title=f"{len(runs)} runs", box=box.SIMPLE_HEAD)
-    for name in ("run", *keys, "non-emb params", "steps", "tokens", "status"):
+    short = [k.split(".")[-1] for k in keys]
+    headers = [k if short.count(s) > 1 else s for k, s in zip(keys, short, strict=True)]
+    table = Table(box=box.SIMPLE_HEAD)
+    for name in ("run", *headers, "non-emb params", "steps", "tokens", "6ND", "status"):
         table.add_column(name, justify="left" if name == "run" else "right", no_wrap=True)
+    total_tokens = total_compute = 0
     for run in runs:
         m, cfg = run.config.model, run.config
         # With tied embeddings the non-embedding count does not depend on the vocabulary (unknown until
@@ -44,9 +47,13 @@ def _plan_table(runs: list[Any], keys: list[str]) -> Table:
         n = count_params_closed_form(m, m.vocab_size or 0, non_embedding=True) \
             if m.tie_embeddings or m.vocab_size else None
         tokens = (cfg.schedule.max_steps or 0) * cfg.data.batch_size * cfg.data.block_size * cfg.runtime.grad_accum_steps
+        compute = 6 * n * tokens if n else None
+        total_tokens, total_compute = total_tokens + tokens, total_compute + (compute or 0)
         status = summarize_run(cfg.checkpoint.save_dir)["status"]
         table.add_row(run.name, *[_fmt(run.values[k]) for k in keys], _fmt(n, ","),
-                      _fmt(cfg.schedule.max_steps or f"{cfg.schedule.epochs} epochs"), _fmt(tokens, ","), status)
+                      _fmt(cfg.schedule.max_steps or f"{cfg.schedule.epochs} epochs"), _fmt(tokens, ","),
+                      _fmt(compute, ".2g"), status)
+    table.title = f"{len(runs)} runs, {total_tokens:,} training tokens, 6ND = {total_compute:.2g} FLOPs"
     return table
 
 
@@ -120,8 +127,13 @@ def fit(
                              "or best_val_bpb."),
     bootstrap: int = typer.Option(200, "--bootstrap", min=0, help="Bootstrap resamples for the 95% intervals."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed (same seed, same intervals)."),
+    holdout: list[str] = typer.Option(None, "--holdout", help="Run name(s) to leave out of every fit and "
+                                      "predict with L(N, D): repeat the option or separate names by commas."),
+    holdout_largest: int = typer.Option(0, "--holdout-largest", "--holdout_largest", min=0,
+                                        help="Also hold out this many runs of the most compute."),
 ) -> None:
-    """Fit L(N), L(D), L(C) and L(N, D) with bootstrap intervals -> fits.json, fits.yaml, fit_<law>.png/.svg."""
+    """Fit L(N), L(D), L(C) and L(N, D) with bootstrap intervals, leave-one-out and residuals -> fits.json,
+    fits.yaml, fits.md (tables, Chinchilla beside the joint fit), fit_<law> and residuals_<law> plots."""
     from tinygpt_mlx.scaling.analyze import fit_results
     from tinygpt_mlx.scaling.runs import collect
 
@@ -132,8 +144,24 @@ def fit(
     rows = collect([*results, *(more or [])])
     with paths.output_dir(output_dir, "--output_dir"):
         report = fit_results(rows, output_dir, law=law, x=x, loss=loss, n_bootstrap=bootstrap, seed=seed,
+                             holdout=[n.strip() for item in holdout or [] for n in item.split(",") if n.strip()],
+                             holdout_largest=holdout_largest,
                              say=lambda text: console.print(text, highlight=False, soft_wrap=True))
+    if "holdout" in report:
+        _print(_holdout_table(report["holdout"]))
     if report["left_out"]:
         names = ", ".join(f"{r['name']} ({r['status']})" for r in report["left_out"])
         console.print(f"note: left out runs that are not done: {names}", highlight=False)
-    console.print(f"wrote {Path(output_dir) / 'fits.json'}, fits.yaml and plots", highlight=False)
+    console.print(f"wrote {Path(output_dir) / 'fits.json'}, fits.yaml, fits.md and plots", highlight=False)
+
+
+def _holdout_table(holdout: dict[str, Any]) -> Table:
+    table = Table(title="held-out runs: L(N, D) fitted to the rest", box=box.SIMPLE_HEAD)
+    for name in ("run", "measured", "predicted", "95% (one run)", "error", "inside"):
+        table.add_column(name, justify="left" if name == "run" else "right", no_wrap=True)
+    for r in holdout["predictions"]:
+        pi = r.get("pi95")
+        table.add_row(str(r["name"]), f"{r['measured']:.4f}", f"{r['predicted']:.4f}",
+                      f"[{pi[0]:.4f}, {pi[1]:.4f}]" if pi else "-", f"{r['error_pct']:+.2f}%",
+                      _fmt({True: "yes", False: "no"}.get(r.get("inside_pi95"))))
+    return table

@@ -73,3 +73,23 @@ def plot_law(fit: LawFit, out_dir: str | Path, name: str | None = None, xlabel: 
     ax.set_ylim(bottom / 1.1, fit.loss.max() * 1.25)
     ax.legend(fontsize=8)
     return save_figure(fig, out_dir, name or f"fit_{fit.law.key}")
+
+
+def plot_residuals(fitted: list[dict], held_out: list[dict], out_dir: str | Path, name: str,
+                   title: str = "residuals per run") -> list[Path]:
+    """Residual (measured / law - 1, in %) of every fitted run, and of each held-out run against its prediction."""
+    rows = [(r["name"], r["residual_pct"]) for r in fitted]
+    held = [(r["name"], 100.0 * (r["measured"] / r["predicted"] - 1.0)) for r in held_out]
+    labels = [str(n) for n, _ in rows + held]
+    fig, ax = new_figure(figsize=(max(6.4, 0.32 * len(labels) + 1.5), 4.4))
+    ax.axhline(0.0, color="gray", lw=1)
+    ax.scatter(range(len(rows)), [v for _, v in rows], color="C0", zorder=3, label="fitted runs")
+    if held:
+        ax.scatter(range(len(rows), len(labels)), [v for _, v in held], facecolors="none", edgecolors="C3",
+                   zorder=3, label="held out (vs prediction)")
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+    ax.set_ylabel("measured / law - 1 (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return save_figure(fig, out_dir, name)
