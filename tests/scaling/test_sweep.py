@@ -18,7 +18,7 @@ BASE = {"model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_seq_len": 64}
 def _sweep(tmp_path: Path, **fields) -> Path:
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
     path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump({"base_config": "base.yaml", **fields}))
+    path.write_text(yaml.safe_dump({"base_config": "base.yaml", **fields}, sort_keys=False))
     return path
 
 
@@ -66,9 +66,33 @@ def test_bad_grid_keys_are_refused_once_by_config_validation(tmp_path):
     assert "run d_modle-32_optimizer-lion: optim.optimizer = 'lion' is not one of adamw, adam, sgd" in problems
 
 
+def test_a_group_zips_its_keys_and_is_crossed_with_the_rest(tmp_path):
+    grid = {"size": {"model.d_model": [32, 64], "model.n_heads": [2, 4], "optim.lr": [0.004, 0.002]},
+            "schedule.max_steps": [10, 20]}
+    sweep = load_sweep(_sweep(tmp_path, grid=grid))
+    assert sweep.keys == ["model.d_model", "model.n_heads", "optim.lr", "schedule.max_steps"]
+    runs = expand(sweep, tmp_path / "out")
+    assert [r.name for r in runs] == ["d_model-32_max_steps-10", "d_model-32_max_steps-20",
+                                      "d_model-64_max_steps-10", "d_model-64_max_steps-20"]
+    assert [(r.config.model.d_model, r.config.model.n_heads, r.config.optim.lr, r.config.schedule.max_steps)
+            for r in runs] == [(32, 2, 0.004, 10), (32, 2, 0.004, 20), (64, 4, 0.002, 10), (64, 4, 0.002, 20)]
+    assert runs[3].values == {"model.d_model": 64, "model.n_heads": 4, "optim.lr": 0.002, "schedule.max_steps": 20}
+    # In zip mode a group is one list among the others.
+    zipped = expand(load_sweep(_sweep(tmp_path, mode="zip", grid=grid)), tmp_path / "out")
+    assert [r.name for r in zipped] == ["d_model-32_max_steps-10", "d_model-64_max_steps-20"]
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
+        ({"grid": {"size": {"model.d_model": [32, 64], "model.n_heads": [2]}}},
+         "grid.size zips its lists, so they need equal lengths, got model.d_model: 2, model.n_heads: 1"),
+        ({"grid": {"size": {}}}, "grid.size is an empty group"),
+        ({"grid": {"size": {"d_model": [32]}}}, "grid.size key 'd_model' must look like section.key"),
+        ({"grid": {"size": {"model.d_model": 32}}}, "grid.size.model.d_model must be a non-empty list"),
+        ({"grid": {"size": {"model.d_model": [32]}, "model.d_model": [64]}}, "grid sets model.d_model twice"),
+        ({"mode": "zip", "grid": {"size": {"model.d_model": [32, 64]}, "optim.lr": [0.1]}},
+         "mode zip needs lists of equal length, got size: 2, optim.lr: 1"),
         ({"mode": "zip", "grid": {"model.d_model": [32, 64], "model.n_heads": [2]}},
          "mode zip needs lists of equal length, got model.d_model: 2, model.n_heads: 1"),
         ({"mode": "diagonal"}, "mode = 'diagonal' is not one of cross, zip"),
@@ -97,8 +121,8 @@ def test_base_config_is_relative_to_the_sweep_file(tmp_path):
 
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = ["scaling_width", "scaling_depth", "scaling_context", "scaling_data", "ablation_optimizer",
-           "ablation_tokenizer"]
+SHIPPED = ["scaling_width", "scaling_depth", "scaling_context", "scaling_data", "scaling_joint",
+           "ablation_optimizer", "ablation_tokenizer"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -114,3 +138,26 @@ def test_width_sweep_varies_only_width_at_one_token_budget(tmp_path):
     assert len(widths) >= 5 and widths == sorted(widths) and widths[0] <= 32 and widths[-1] >= 256
     assert len({(r.config.model.n_layers, r.config.schedule.max_steps, r.config.data.batch_size,
                  r.config.data.block_size, r.config.data.tokenizer) for r in runs}) == 1
+
+
+def test_joint_grid_scales_width_and_depth_together_with_a_learning_rate_per_size(tmp_path):
+    runs = expand(load_sweep(REPO / "configs" / "scaling_joint.yaml"), tmp_path)
+    assert len(runs) >= 20
+    sizes = sorted({(r.config.model.d_model, r.config.model.n_layers, r.config.model.n_heads) for r in runs})
+    budgets = sorted({r.config.schedule.max_steps for r in runs})
+    assert len(sizes) >= 5 and len(budgets) >= 4 and len(runs) == len(sizes) * len(budgets)
+    assert [d // layers for d, layers, _ in sizes] == [32] * len(sizes)  # width and depth grow together
+    assert {d // heads for d, _, heads in sizes} == {32}
+    for run in runs:
+        cfg = run.config
+        assert (cfg.data.tokenizer, cfg.data.bpe_vocab_size, cfg.data.batch_size, cfg.data.block_size) == \
+            ("bpe", 4096, 32, 128)
+        # The rule in the file's comments: lr = 3e-3 * sqrt(256 / d_model), min_lr = lr / 10, warmup 5%.
+        assert cfg.optim.lr == pytest.approx(3e-3 * (256 / cfg.model.d_model) ** 0.5, rel=2e-3)
+        assert cfg.schedule.min_lr == pytest.approx(cfg.optim.lr / 10)
+        assert cfg.schedule.warmup_steps == -(-cfg.schedule.max_steps // 20)
+        assert cfg.schedule.lr_schedule == "cosine" and cfg.optim.optimizer == "adamw"
+        assert cfg.eval.eval_subset == 131072
+    # Largest runs first, so two workers (--jobs 2) finish close together.
+    flops = [r.config.model.d_model ** 2 * r.config.model.n_layers * r.config.schedule.max_steps for r in runs]
+    assert flops[0] == max(flops) and flops[-1] == min(flops)

@@ -6,6 +6,14 @@ A sweep file (YAML):
     grid: {model.d_model: [64, 128], model.n_layers: [2, 4]}
     overrides: {schedule.max_steps: 300} # applied to every run (dotted keys or nested sections)
     token_budget: 1000000                # optional: schedule.max_steps = ceil(budget / tokens per step)
+
+A grid entry whose name has no dot is a group: a mapping of config keys to equal-length lists whose i-th
+values go together (zipped), while the group as a whole is one axis of the grid. It ties values that depend
+on each other, e.g. a model size and its learning rate, crossed with token budgets:
+    grid:
+      size: {model.d_model: [64, 128], model.n_layers: [2, 4], optim.lr: [4.0e-3, 2.8e-3]}
+      schedule.max_steps: [100, 200]
+A run is named after the first key of each group (`d_model-64_max_steps-100`).
 """
 
 from __future__ import annotations
@@ -41,14 +49,14 @@ class Sweep:
     path: Path
     base_config: Path
     mode: str
-    grid: dict[str, list[Any]]
+    grid: dict[str, Any]  # config key -> values, or group name -> {config key: values} (zipped)
     overrides: dict[str, Any] = field(default_factory=dict)
     token_budget: int | None = None
     description: str = ""
 
     @property
     def keys(self) -> list[str]:
-        return list(self.grid)
+        return grid_keys(self.grid)
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -68,14 +76,7 @@ def load_sweep(path: str | Path) -> Sweep:
     elif not grid:
         problems.append("grid is empty: name at least one config key with a list of values, "
                         "e.g. grid: {model.d_model: [64, 128]}")
-    for key, values in grid.items():
-        if not isinstance(key, str) or len(key.split(".")) != 2:
-            problems.append(f"grid key {key!r} must look like section.key, e.g. model.d_model")
-        if not isinstance(values, list) or not values:
-            problems.append(f"grid.{key} must be a non-empty list of values")
-    if mode == "zip" and len({len(v) for v in grid.values() if isinstance(v, list)}) > 1:
-        lengths = ", ".join(f"{k}: {len(v)}" for k, v in grid.items())
-        problems.append(f"mode zip needs lists of equal length, got {lengths}")
+    problems += _grid_problems(grid, mode)
     budget = raw.get("token_budget")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
                                or not math.isfinite(budget) or budget <= 0):
@@ -91,13 +92,53 @@ def load_sweep(path: str | Path) -> Sweep:
                  str(raw.get("description", "")))
 
 
-def expand_grid(grid: dict[str, list[Any]], mode: str) -> list[dict[str, Any]]:
+def _grid_problems(grid: dict[Any, Any], mode: str) -> list[str]:
+    problems, seen = [], set()
+    for name, axis in grid.items():
+        if isinstance(name, str) and "." not in name and isinstance(axis, dict):
+            keys = list(axis.items())
+            where = f"grid.{name}"
+            if not keys:
+                problems.append(f"{where} is an empty group: map config keys to lists of values")
+            lengths = {len(v) for _, v in keys if isinstance(v, list)}
+            if len(lengths) > 1:
+                got = ", ".join(f"{k}: {len(v)}" for k, v in keys if isinstance(v, list))
+                problems.append(f"{where} zips its lists, so they need equal lengths, got {got}")
+        else:
+            keys, where = [(name, axis)], "grid"
+        for key, values in keys:
+            if not isinstance(key, str) or len(key.split(".")) != 2:
+                problems.append(f"{where} key {key!r} must look like section.key, e.g. model.d_model")
+            if not isinstance(values, list) or not values:
+                problems.append(f"{where}.{key} must be a non-empty list of values")
+            if key in seen:
+                problems.append(f"grid sets {key} twice")
+            seen.add(key)
+    if not problems and mode == "zip" and len({len(_axis(v)) for v in grid.values()}) > 1:
+        lengths = ", ".join(f"{k}: {len(_axis(v))}" for k, v in grid.items())
+        problems.append(f"mode zip needs lists of equal length, got {lengths}")
+    return problems
+
+
+def _axis(value: Any) -> list[dict[str, Any]]:
+    """A grid entry as its list of points: [{key: v}, ...] for a key, zipped {key: v, ...} for a group."""
+    if isinstance(value, dict):
+        return [dict(zip(value, row, strict=True)) for row in zip(*value.values(), strict=True)]
+    return list(value)
+
+
+def grid_keys(grid: dict[str, Any]) -> list[str]:
+    """Every config key a grid sets, groups flattened, in file order."""
+    return [k for name, axis in grid.items() for k in (axis if isinstance(axis, dict) else [name])]
+
+
+def expand_grid(grid: dict[str, Any], mode: str) -> list[dict[str, Any]]:
     """Grid -> one {key: value} per run: every combination (cross) or the i-th values together (zip)."""
-    keys = list(grid)
-    if not keys:
+    if not grid:
         return [{}]
-    rows = zip(*grid.values(), strict=True) if mode == "zip" else itertools.product(*grid.values())
-    return [dict(zip(keys, row, strict=True)) for row in rows]
+    axes = [[p if isinstance(axis, dict) else {name: p} for p in _axis(axis)] for name, axis in grid.items()]
+    rows = zip(*axes, strict=True) if mode == "zip" else itertools.product(*axes)
+    return [{k: v for point in row for k, v in point.items()} for row in rows]
 
 
 def _format(value: Any) -> str:
@@ -130,8 +171,9 @@ def expand(sweep: Sweep, out_dir: str | Path) -> list[SweepRun]:
     """Every run of the sweep with its config (save_dir = OUT/runs/<name>); all config problems at once."""
     base = read_file(sweep.base_config)
     runs, problems = [], []
+    naming = [name if not isinstance(axis, dict) else next(iter(axis)) for name, axis in sweep.grid.items()]
     for values in expand_grid(sweep.grid, sweep.mode):
-        name = run_name(values)
+        name = run_name({k: values[k] for k in naming})
         raw = deep_merge(deep_merge(base, _nest(sweep.overrides)), _nest(values))
         raw = deep_merge(raw, {"checkpoint": {"save_dir": str(Path(out_dir) / "runs" / name)}})
         try:
@@ -148,7 +190,7 @@ def expand(sweep: Sweep, out_dir: str | Path) -> list[SweepRun]:
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise UserError(f"the grid gives several runs the same name ({', '.join(clashes)}); "
-                        "make the grid values distinct")
+                        "make the grid values distinct (a group is named after its first key)")
     return runs
 
 
