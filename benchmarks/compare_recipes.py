@@ -1,10 +1,10 @@
 """Two training recipes at equal wall time on this machine, scored in bits per byte on the full validation split.
 
     TINYGPT_DATA_DIR=../shared/data/tinystories-15mb python benchmarks/compare_recipes.py \
-        [--budget 300] [--output results/compare_recipes] [CONFIG ...]
+        [--budget 300] [--output results/compare_recipes] [CONFIG_OR_SWEEP ...]
 
 Default: configs/recipe/baseline_demo_bpe2048.yaml (the demo recipe before the recipe search, BPE-2048) against
-configs/demo.yaml. Each recipe is first timed for a few steps (after compilation); its step count is then set
+configs/demo.yaml. A sweep file (e.g. configs/ablation_architecture.yaml) stands for each of its runs. Each recipe is first timed for a few steps (after compilation); its step count is then set
 so that its training fits the budget, its schedule annealing within it, and it trains from scratch in its own
 `tinygpt train` process. `tinygpt eval --full` scores the last checkpoint. Writes comparison.json and prints a
 table with the CPU model, each recipe's steps, training seconds and val bits/byte.
@@ -67,6 +67,24 @@ def run_recipe(config: str, budget: float, work: Path) -> dict:
             "tokens_seen": int(float(scored["tokens_seen"]))}
 
 
+def recipes(paths: list[str], output: Path) -> list[tuple[str, str]]:
+    """(label, config file) per recipe; a sweep file is expanded into one config file per run."""
+    from tinygpt_mlx.config import dump_config, read_file
+    from tinygpt_mlx.scaling.sweep import expand, load_sweep
+
+    found = []
+    for path in paths:
+        if "grid" not in read_file(REPO / path, migrate=False):
+            found.append((path, path))
+            continue
+        for run in expand(load_sweep(REPO / path), output / Path(path).stem):
+            config = output / "configs" / f"{run.name}.yaml"
+            config.parent.mkdir(parents=True, exist_ok=True)
+            dump_config(run.config, config)
+            found.append((f"{Path(path).stem}/{run.name}", str(config)))
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("configs", nargs="*", default=list(DEFAULT_CONFIGS))
@@ -77,13 +95,14 @@ def main() -> None:
     from tinygpt_mlx.envinfo import blas_record, cpu_model
 
     output = REPO / args.output
-    results = [run_recipe(config, args.budget, output / Path(config).stem) for config in args.configs]
+    results = [{"recipe": label, **run_recipe(config, args.budget, output / label.replace("/", "_"))}
+               for label, config in recipes(args.configs, output)]
     record = {"cpu": cpu_model(), "blas": blas_record().get("blas", ""), "budget_s": args.budget, "recipes": results}
     (output / "comparison.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"\n{record['cpu']}; budget {args.budget:.0f} s of training per recipe")
-    print(f"{'config':50} {'steps':>6} {'train s':>8} {'tokens':>11} {'val bpb (full)':>15}")
+    print(f"{'recipe':50} {'steps':>6} {'train s':>8} {'tokens':>11} {'val bpb (full)':>15}")
     for r in results:
-        print(f"{r['config']:50} {r['steps']:6d} {r['train_seconds']:8.1f} {r['tokens_seen']:11,d} {r['val_bpb_full']:15.3f}")
+        print(f"{r['recipe']:50} {r['steps']:6d} {r['train_seconds']:8.1f} {r['tokens_seen']:11,d} {r['val_bpb_full']:15.3f}")
     if len(results) == 2:
         print(f"difference (first - second): {results[0]['val_bpb_full'] - results[1]['val_bpb_full']:+.3f} bits/byte")
 
