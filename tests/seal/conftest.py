@@ -45,17 +45,23 @@ def fresh_model(tokenizer: Tokenizer) -> Callable[[], TinyGPT]:
     return lambda: make_model(tokenizer.vocab_size)
 
 
+@pytest.fixture
+def model_for() -> Callable[[int], TinyGPT]:
+    """Factory of the tiny model for another vocabulary size."""
+    return make_model
+
+
 def _small_seal(**changes: object) -> SealConfig:
     base = dict(enabled=True, rounds=2, k_edits=2, n_train_contexts=2, n_heldout_contexts=2, n_forget_stories=2,
                 max_context_tokens=48, max_target_tokens=32, edit_max_tokens=16, inner_steps=[1, 3], ranks=[2],
-                inner_lr=1e-2, policy_lr=1e-2, policy_epochs=1, seed=7)
+                inner_lr=1e-2, policy_lr=1e-2, policy_epochs=1, seed=7, lora_seeds=2, cloze_max_doc_freq=0.5)
     base.update(changes)
     return SealConfig(**base)
 
 
 @pytest.fixture
 def small_seal() -> Callable[..., SealConfig]:
-    """Factory of seal sections that run in seconds: 2 + 2 contexts, 2 edits, 2-step grid, one rank."""
+    """Factory of seal sections that run in seconds: 2 + 2 contexts, 2 edits, 2-step grid, one rank, 2 seeds."""
     return _small_seal
 
 

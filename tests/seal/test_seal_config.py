@@ -16,8 +16,17 @@ REPO = Path(__file__).resolve().parents[2]
 def test_shipped_ablation_config_loads():
     cfg, seal = load_seal_config(REPO / "configs" / "ablation_seal.yaml")
     assert seal.enabled is True
-    assert seal.n_train_contexts >= 20 and seal.n_heldout_contexts >= 10 and seal.rounds == 2
+    # Enough power to see an effect: 50 training and 100 held-out contexts, 3 LoRA seeds per inner loop.
+    assert seal.n_train_contexts >= 50 and seal.n_heldout_contexts >= 100 and seal.lora_seeds >= 3
+    assert seal.rounds == 2 and seal.control_round and seal.cloze_items > 0
     assert cfg.runtime.seed == 42 and seal.chosen_rank in seal.ranks
+    assert "implications" in seal.templates
+
+
+def test_defaults_are_the_papers():
+    seal = SealConfig()
+    assert seal.include_context is True and seal.select_against == "none" and seal.lora_seeds == 3
+    assert seal.templates == ["implications"]
 
 
 def test_overrides_reach_the_seal_section(tmp_path):
@@ -43,7 +52,11 @@ def test_missing_seal_section_means_disabled():
      ({"policy_mode": "ful"}, "is not one of lora, full (did you mean 'full'?)"),
      ({"templates": ["paraphrase"]}, "neither a template name"),
      ({"reward_rank": 16}, "seal.reward_rank (16) must be one of seal.ranks"),
-     ({"inner_stpes": [1]}, "unknown key 'seal.inner_stpes' (did you mean 'inner_steps'?)")],
+     ({"inner_stpes": [1]}, "unknown key 'seal.inner_stpes' (did you mean 'inner_steps'?)"),
+     ({"select_against": "context"}, "seal.select_against = 'context' is not one of none, passage"),
+     ({"lora_seeds": 0}, "seal.lora_seeds must be positive, got 0"),
+     ({"cloze_items": -1}, "seal.cloze_items must be >= 0, got -1"),
+     ({"cloze_max_doc_freq": 0}, "seal.cloze_max_doc_freq must be in (0, 1], got 0")],
 )
 def test_bad_seal_settings_give_clear_errors(seal, message):
     with pytest.raises(ConfigError) as err:

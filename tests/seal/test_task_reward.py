@@ -6,10 +6,12 @@ import math
 
 import mlx.core as mx
 import pytest
+from mlx.utils import tree_flatten
 
+from tinygpt_mlx.config import Config
 from tinygpt_mlx.errors import UserError
 from tinygpt_mlx.loss import cross_entropy_loss
-from tinygpt_mlx.seal.inner import inner_loop, pick
+from tinygpt_mlx.seal.inner import InnerLoop
 from tinygpt_mlx.seal.reward import Scorer, continuation_loss, general_windows, reward_of
 from tinygpt_mlx.seal.task import build_task, derive_seed, split_sentences, split_story
 
@@ -57,30 +59,78 @@ def test_reward_subtracts_weighted_forgetting():
     assert reward_of(0.5, 0.2, 2.0) == pytest.approx(0.1)
 
 
+def _point(result, steps, rank):
+    return next(p for p in result["grid"] if p["steps"] == steps and p["rank"] == rank)
+
+
 def test_training_on_the_target_itself_helps_and_a_random_text_helps_less(model, tokenizer, stories, small_seal):
-    seal = small_seal(inner_steps=[1, 5, 10], ranks=[2, 4])
+    seal = small_seal(inner_steps=[1, 5, 10], ranks=[2, 4], reward_rank=4)
     item = split_story("s", stories[0])
     target = tokenizer.encode(item.target)[:32]
     windows = general_windows([tokenizer.encode(s) for s in stories[1:3]], tokenizer.eos_id, 64)
     scorer = Scorer(model, [tokenizer.eos_id], windows, forget_weight=0.0)
     base = scorer.target_loss(target)
     assert scorer.forgetting() == 0.0
-    on_target = inner_loop(model, [tokenizer.eos_id, *target], scorer, target, base, seal, seed=0)
-    assert len(on_target) == 6 and all(p["delta_loss"] > 0 and p["reward"] == p["delta_loss"] for p in on_target)
+    inner = InnerLoop(model, scorer, seal, Config())
+    on_target = inner.adapt([tokenizer.eos_id, *target], target, base, seeds=[0])
+    assert len(on_target["grid"]) == 6
+    assert all(p["delta_loss"] > 0 and p["reward"] == p["delta_loss"] for p in on_target["grid"])
+    # The reward is read at the largest step count and the chosen rank.
+    assert (on_target["inner_steps"], on_target["rank"]) == (10, 4)
+    assert on_target["reward"] == _point(on_target, 10, 4)["reward"] == on_target["seed_rewards"][0]
     # More steps on the target itself keep helping, and the base model is untouched afterwards.
     for rank in (2, 4):
-        assert pick(on_target, 1, rank)["delta_loss"] < pick(on_target, 10, rank)["delta_loss"]
+        assert _point(on_target, 1, rank)["delta_loss"] < _point(on_target, 10, rank)["delta_loss"]
     assert scorer.target_loss(target) == base
     unrelated = tokenizer.encode(stories[5])[:32]
-    other = inner_loop(model, [tokenizer.eos_id, *unrelated], scorer, target, base, seal, seed=0)
-    assert pick(other, 10, 2)["delta_loss"] < pick(on_target, 10, 2)["delta_loss"]
-    assert math.isfinite(pick(other, 10, 2)["forgetting"])
+    other = inner.adapt([tokenizer.eos_id, *unrelated], target, base, seeds=[0])
+    assert _point(other, 10, 2)["delta_loss"] < _point(on_target, 10, 2)["delta_loss"]
+    assert math.isfinite(_point(other, 10, 2)["forgetting"])
+
+
+def test_rewards_average_over_lora_seeds_and_a_seed_repeats_its_run(model, tokenizer, stories, small_seal):
+    seal = small_seal(inner_steps=[2], ranks=[2])
+    target = tokenizer.encode(split_story("s", stories[0]).target)[:32]
+    scorer = Scorer(model, [tokenizer.eos_id], None, forget_weight=0.0)
+    inner = InnerLoop(model, scorer, seal, Config())
+    text = [tokenizer.eos_id, *tokenizer.encode(stories[0])[:48]]
+    base = scorer.target_loss(target)
+    both = inner.adapt(text, target, base, seeds=[1, 2])
+    one, two = inner.adapt(text, target, base, seeds=[1]), inner.adapt(text, target, base, seeds=[2])
+    assert both["seed_rewards"] == [one["reward"], two["reward"]] and one["reward"] != two["reward"]
+    assert both["reward"] == pytest.approx((one["reward"] + two["reward"]) / 2, rel=1e-12)
+    assert inner.adapt(text, target, base, seeds=[1]) == one  # same seed, same run, bit for bit
+
+
+def test_the_inner_loop_trains_through_the_train_step_and_the_cpu_seam(model, tokenizer, small_seal, monkeypatch):
+    import tinygpt_mlx.seal.inner as inner_mod
+
+    seen = []
+    real_step, real_accelerate = inner_mod.make_train_step, inner_mod.accelerate
+
+    def make_train_step(model, optimizer, cfg):
+        seen.append(("step", cfg.data.batch_size, cfg.runtime.grad_accum_steps))
+        return real_step(model, optimizer, cfg)
+
+    def accelerate(model, step, cfg):
+        # Only the adapter trains: every trainable parameter is a LoRA matrix.
+        seen.append(("seam", sorted({k.rsplit(".", 1)[-1] for k, _ in tree_flatten(model.trainable_parameters())})))
+        return real_accelerate(model, step, cfg)
+
+    monkeypatch.setattr(inner_mod, "make_train_step", make_train_step)
+    monkeypatch.setattr(inner_mod, "accelerate", accelerate)
+    scorer = Scorer(model, [tokenizer.eos_id], None, forget_weight=0.0)
+    target = tokenizer.encode("The end.")
+    InnerLoop(model, scorer, small_seal(ranks=[2]), Config()).adapt(
+        [tokenizer.eos_id, *tokenizer.encode("Tom had a red ball.")], target, scorer.target_loss(target), seeds=[0, 1])
+    assert seen == [("step", 1, 1), ("seam", ["lora_a", "lora_b"])] * 2
 
 
 def test_an_empty_self_edit_scores_as_the_base_model(model, tokenizer, small_seal):
     seal = small_seal()
     scorer = Scorer(model, [tokenizer.eos_id], None, forget_weight=1.0)
     target = tokenizer.encode("The end.")
-    points = inner_loop(model, [tokenizer.eos_id], scorer, target, scorer.target_loss(target), seal, seed=0)
-    assert [(p["steps"], p["rank"], p["delta_loss"], p["forgetting"]) for p in points] == [(1, 2, 0.0, 0.0),
-                                                                                          (3, 2, 0.0, 0.0)]
+    result = InnerLoop(model, scorer, seal, Config()).adapt([tokenizer.eos_id], target, scorer.target_loss(target),
+                                                            seeds=[0])
+    assert [(p["steps"], p["rank"], p["delta_loss"], p["forgetting"]) for p in result["grid"]] == [
+        (1, 2, 0.0, 0.0), (3, 2, 0.0, 0.0)]

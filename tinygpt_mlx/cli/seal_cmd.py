@@ -22,7 +22,7 @@ def adapt(
     data_dir: str = typer.Option(None, "--data-dir", "--data_dir",
                                  help="Stories to draw contexts from (their validation split)."),
 ) -> None:
-    """Run SEAL (or resume it after the last finished round); writes RUN_DIR/adapt.jsonl and policy/round-N/."""
+    """Run SEAL, or resume it where it stopped; writes RUN_DIR/adapt.jsonl and policy/round-N/."""
     from tinygpt_mlx.config import apply_overrides, read_file
     from tinygpt_mlx.errors import UserError
     from tinygpt_mlx.seal.adapt import DISABLED
@@ -58,10 +58,12 @@ def adapt(
 
 @seal_app.command("analyze")
 def analyze(
-    run_dir: str = typer.Option(..., "--run_dir", "--run-dir", help="A `seal adapt` output folder."),
+    run_dir: str = typer.Option(..., "--run_dir", "--run-dir",
+                                help="A `seal adapt` output folder, or a folder holding its seal_contexts.csv."),
     out: str = typer.Option(None, "--out", help="Where to write the table and plots (default: RUN_DIR)."),
 ) -> None:
-    """Baseline/SEAL table (seal_table.csv, .md), Δ loss vs budget and Pareto plots (PNG + SVG)."""
+    """The SEAL table with paired 95% intervals (seal_table.csv, .md); from adapt.jsonl also seal_contexts.csv,
+    seal_rounds.csv and the Δ loss vs budget and Pareto plots (PNG + SVG)."""
     from tinygpt_mlx.seal.analyze import analyze as run_analysis
 
     with paths.output_dir(out or run_dir, "--out"):

@@ -29,6 +29,7 @@ from tinygpt_mlx.lora import check_lora_args
 from tinygpt_mlx.seal.edits import TEMPLATES
 
 POLICY_MODES = ("lora", "full")
+SELECT_AGAINST = ("none", "passage")
 
 
 @dataclass
@@ -45,9 +46,9 @@ class SealConfig:
     """ReST^EM rounds R (round 0 is the base model and the baselines)."""
     k_edits: int = 3
     """Self-edits sampled per training context per round."""
-    n_train_contexts: int = 20
+    n_train_contexts: int = 50
     """Validation stories used as training contexts (the policy learns from these)."""
-    n_heldout_contexts: int = 10
+    n_heldout_contexts: int = 100
     """Further validation stories used only to evaluate every round."""
     n_forget_stories: int = 8
     """Further validation stories whose loss measures forgetting (0 disables forgetting)."""
@@ -59,10 +60,12 @@ class SealConfig:
     """Target is cropped to this many tokens."""
     neutral_prompt: str = "<|endoftext|>"
     """What the model sees before the target when it is scored without the context."""
-    templates: list[str] = field(default_factory=lambda: ["continuation"])
+    templates: list[str] = field(default_factory=lambda: ["implications"])
     """Self-edit prompt templates: names from seal/edits.py or any text with {context}; used in turn."""
-    include_context: bool = False
-    """Train the inner LoRA on context + self-edit instead of the self-edit alone."""
+    include_context: bool = True
+    """Inner loop on passage + self-edit (the sampled sequence, as the paper); false: the self-edit alone."""
+    other_inner_text_row: bool = True
+    """Also score the base model's held-out self-edits with the other inner-loop text, as a table row."""
     edit_max_tokens: int = 64
     """Longest self-edit the policy may write."""
     edit_temperature: float = 1.0
@@ -70,7 +73,13 @@ class SealConfig:
     edit_top_p: float | None = 0.95
     """Nucleus filter of self-edits (null: none)."""
     eval_edits: int = 1
-    """Self-edits per held-out context when a round is evaluated."""
+    """Self-edits per held-out context when a policy is evaluated (same seeds for every round)."""
+    control_round: bool = True
+    """Evaluate the frozen base policy once more with fresh sampling seeds: the noise floor between rounds."""
+    cloze_items: int = 8
+    """Most cloze items per context (words of its second half first stated in its first half); 0: none."""
+    cloze_max_doc_freq: float = 0.1
+    """A lowercase word found in more than this share of the stories is too common to test (names always count)."""
     inner_steps: list[int] = field(default_factory=lambda: [1, 3, 10])
     """Inner-loop step counts measured along one LoRA run; the largest one gives the reward."""
     inner_lr: float = 1e-3
@@ -79,6 +88,8 @@ class SealConfig:
     """LoRA ranks of the inner loop (one fresh adapter per rank per self-edit)."""
     reward_rank: int | None = None
     """Rank whose result is the reward; null takes the first of ranks."""
+    lora_seeds: int = 3
+    """Inner-loop runs per text, each with its own LoRA seed (shared by every method); results are averaged."""
     lora_modules: list[str] = field(default_factory=lambda: ["c_attn", "c_proj", "c_fc"])
     """Adapted layers: c_attn, c_proj, c_fc, attn.c_proj, mlp.c_proj; llama also {q,k,v,o,gate,up,down}_proj."""
     lora_last_k_layers: int | None = None
@@ -89,6 +100,8 @@ class SealConfig:
     """Dropout on the LoRA input while training."""
     forget_weight: float = 0.0
     """lambda: reward = delta loss - lambda x forgetting."""
+    select_against: str = "none"
+    """ReST keeps a context's best edit when its reward is > 0 (`none`, as the paper) or also > the passage's (`passage`)."""
     policy_mode: str = "lora"
     """How the policy is fine-tuned on kept self-edits: `lora` (one adapter grown over rounds) or `full`."""
     policy_rank: int = 8
@@ -111,10 +124,10 @@ def validate_seal(s: SealConfig) -> list[str]:
     """Every problem of a seal section (empty when sound)."""
     problems: list[str] = []
     for name in ("rounds", "k_edits", "n_train_contexts", "n_heldout_contexts", "max_context_tokens",
-                 "max_target_tokens", "edit_max_tokens", "eval_edits", "policy_epochs"):
+                 "max_target_tokens", "edit_max_tokens", "eval_edits", "policy_epochs", "lora_seeds"):
         if getattr(s, name) <= 0:
             problems.append(f"seal.{name} must be positive, got {getattr(s, name)}")
-    for name in ("n_forget_stories", "forget_weight", "edit_temperature"):
+    for name in ("n_forget_stories", "forget_weight", "edit_temperature", "cloze_items"):
         if getattr(s, name) < 0:
             problems.append(f"seal.{name} must be >= 0, got {getattr(s, name)}")
     for name in ("inner_lr", "policy_lr"):
@@ -136,6 +149,9 @@ def validate_seal(s: SealConfig) -> list[str]:
     problems.extend(check_lora_args(s.lora_modules, s.policy_rank, s.lora_alpha, s.lora_dropout,
                                     s.lora_last_k_layers, names))
     problems.extend(check_choice("seal.policy_mode", s.policy_mode, POLICY_MODES))
+    problems.extend(check_choice("seal.select_against", s.select_against, SELECT_AGAINST))
+    if not 0.0 < s.cloze_max_doc_freq <= 1.0:
+        problems.append(f"seal.cloze_max_doc_freq must be in (0, 1], got {s.cloze_max_doc_freq}")
     if not s.templates:
         problems.append("seal.templates must name at least one template")
     for t in s.templates:

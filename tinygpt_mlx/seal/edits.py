@@ -37,22 +37,28 @@ def prompt_ids(tokenizer: Tokenizer, template: str, context: str) -> list[int]:
 
 @dataclass(frozen=True)
 class SelfEdit:
-    """One sampled self-edit: which template, the prompt ids it came from, and the generated text."""
+    """One sampled self-edit: its template, the prompt ids, the sampled ids (no EOS) and their text."""
 
     template: str
     prompt: list[int]
+    ids: list[int]
     text: str
 
 
 def sample_edit(policy: TinyGPT, tokenizer: Tokenizer, context: str, template: str, max_tokens: int,
                 temperature: float, top_p: float | None, seed: int) -> SelfEdit:
-    """Sample one self-edit for context from policy (seeded: the same seed gives the same text)."""
+    """Sample one self-edit for context from policy (seeded: the same seed gives the same ids)."""
     ids = prompt_ids(tokenizer, template, context)
-    new = Generator(policy, ids, max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                    eos_id=tokenizer.eos_id)
-    return SelfEdit(template, ids, tokenizer.decode(list(new)).strip())
+    new = list(Generator(policy, ids, max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                         eos_id=tokenizer.eos_id))  # EOS ends the stream and is not among the ids
+    # The ids are kept as sampled: decoding and re-encoding would merge or split tokens at the prompt's
+    # edge (byte-level BPE's " He" becomes "He" once stripped), and the policy must learn what it wrote.
+    return SelfEdit(template, ids, new, tokenizer.decode(new).strip())
 
 
-def training_text(context: str, edit: str, include_context: bool) -> str:
-    """What the inner loop trains on: the self-edit, or context + self-edit."""
-    return f"{context} {edit}".strip() if include_context else edit
+def inner_ids(edit: SelfEdit, tokenizer: Tokenizer, include_context: bool) -> list[int]:
+    """What the inner loop trains on: the sampled sequence (passage, template, self-edit), or the self-edit alone."""
+    if include_context:
+        return [*edit.prompt, *edit.ids]
+    # Alone, the self-edit is a document of its own: EOS, then its text as a story would start.
+    return [tokenizer.eos_id, *tokenizer.encode(edit.text)]

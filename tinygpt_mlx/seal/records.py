@@ -1,9 +1,9 @@
 """adapt.jsonl: one JSON record per line, appended and fsynced; a round counts once its `round` record exists.
 
-Record types: `edit` (one inner-loop adaptation: a self-edit, the context itself, or none), and `round`
-(a finished round: its summary, written after the round's policy weights). On resume everything after
-the last `round` record belongs to an unfinished round and is cut off, so a resumed run writes exactly
-the lines a straight run would have.
+Record types: `edit` (one scored adaptation: a self-edit, the passage, the context in the prompt, or
+none), and `round` (a finished round: its summary, written after the round's policy weights). An edit
+record is named by its key (round, split, method, inner text, context, sample); a resumed run replays
+the records it finds under their keys and computes only the others, in the order a straight run would.
 """
 
 from __future__ import annotations
@@ -42,6 +42,12 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def record_key(record: dict[str, Any]) -> tuple:
+    """What names an edit record: (round, split, method, inner_text, context_id, sample)."""
+    return (record["round"], record["split"], record["method"], record.get("inner_text"), record["context_id"],
+            record.get("sample", 0))
+
+
 class RecordLog:
     """Append-only adapt.jsonl in a run folder."""
 
@@ -49,22 +55,17 @@ class RecordLog:
         self.path = Path(run_dir) / ADAPT_LOG
 
     def records(self) -> list[dict[str, Any]]:
+        """Every complete record in the file."""
         return read_records(self.path)
 
-    def finished_rounds(self) -> list[int]:
-        """Numbers of the rounds whose `round` record exists."""
-        return [r["round"] for r in self.records() if r["type"] == "round"]
-
-    def truncate_unfinished(self) -> int:
-        """Drop records after the last `round` record; return the last finished round (-1 if none)."""
+    def resume(self) -> list[dict[str, Any]]:
+        """Every complete record; a torn last line (the process killed mid-write) is cut off the file first."""
         records = self.records()
-        ends = [i for i, r in enumerate(records) if r["type"] == "round"]
-        keep = records[: ends[-1] + 1] if ends else []
-        if len(keep) != len(records) or (self.path.is_file() and not self.path.read_text().endswith("\n")):
+        if self.path.is_file() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n"):
             tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-            os.replace(tmp, self.path)  # atomic: a crash here leaves the old or the new file, never half
-        return keep[-1]["round"] if keep else -1
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+            os.replace(tmp, self.path)  # atomic: a kill here leaves the old or the new file, never half
+        return records
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one record and fsync it."""

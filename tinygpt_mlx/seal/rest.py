@@ -1,10 +1,10 @@
 """ReST^EM's two halves: keep the rewarded self-edits (E-step), fine-tune the policy on them (M-step).
 
-The filter keeps, per context, the best self-edit only when its reward is positive and beats training
-on the context itself: an edit that does no better than the raw text teaches the policy nothing useful.
-The policy is a copy of the base model, fine-tuned either through one LoRA adapter grown over the
-rounds or in full; the model the inner loop adapts stays the unchanged base, so every round's Δ loss is
-measured against the same reference.
+The filter keeps, per context, the best of its k self-edits when its reward is positive, that is when
+it beats no adaptation (the paper's rule); `select_against: passage` also asks it to beat training on
+the passage itself. The policy is a copy of the base model, fine-tuned either through one LoRA adapter
+grown over the rounds or in full; the model the inner loop adapts stays the unchanged base, so every
+round's Δ loss is measured against the same reference. The policy is trained on the ids it sampled.
 """
 
 from __future__ import annotations
@@ -30,15 +30,16 @@ if TYPE_CHECKING:
 POLICY_WEIGHTS = "model.safetensors"
 
 
-def select_edits(candidates: dict[str, list[dict]], baseline_reward: dict[str, float]) -> dict[str, int]:
-    """Per context, the index of its best candidate when that reward is > 0 and > the baseline's."""
+def select_edits(candidates: dict[str, list[dict]], baseline_reward: dict[str, float] | None = None,
+                 ) -> dict[str, int]:
+    """Per context, the index of its best candidate when that reward is > 0 (and > the baseline's, if given)."""
     kept = {}
     for context_id, edits in candidates.items():
         if not edits:
             continue
         best = max(range(len(edits)), key=lambda i: edits[i]["reward"])
         reward = edits[best]["reward"]
-        if reward > 0 and reward > baseline_reward[context_id]:
+        if reward > 0 and (baseline_reward is None or reward > baseline_reward[context_id]):
             kept[context_id] = best
     return kept
 
@@ -51,13 +52,17 @@ def copy_model(model: TinyGPT) -> TinyGPT:
     return twin
 
 
-def make_policy(base: TinyGPT, seal: SealConfig, saved: Path | None = None) -> TinyGPT:
-    """The self-edit policy: a copy of base, with its LoRA adapter (mode lora), restored from saved if given."""
+def make_policy(base: TinyGPT, seal: SealConfig, seed: int, saved: Path | None = None) -> TinyGPT:
+    """The self-edit policy: a copy of base, with its LoRA adapter (mode lora), restored from saved if given.
+
+    A new adapter's A matrices are drawn from `seed`, so the round-0 policy is the same in a resumed run.
+    """
     policy = copy_model(base)
     if seal.policy_mode == "lora":
         if saved is not None:
             load_adapters(policy, saved)
         else:
+            mx.random.seed(derive_seed(seed, "policy-init"))
             apply_lora(policy, seal.lora_modules, seal.lora_last_k_layers, seal.policy_rank, seal.lora_alpha,
                        seal.lora_dropout)
     elif saved is not None:
