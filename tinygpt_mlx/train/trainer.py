@@ -81,9 +81,12 @@ def train(cfg: Config, resume: str | None = None, init_from: str | None = None,
     """Train cfg's model; `resume` is 'auto' or a checkpoint path, `init_from` a checkpoint for weights only."""
     world = World.init()  # the ranks of an mlx.launch, or a world of one
     check_training_fits(cfg, world.size)  # before a folder, a token file or an array exists
-    # One trainer per run folder: another one's saves would delete this one's temporary folders.
-    with output_dir(cfg.checkpoint.save_dir, "checkpoint.save_dir") as run_dir, \
-            folder_lock(run_dir, "training into") if world.is_main else nullcontext():
+    # One trainer per run folder: another one's saves would delete this one's temporary folders. Only rank 0
+    # creates (and, when it fails, removes) the folder: the other ranks of an mlx.launch only read from it.
+    owned = world.is_main
+    with output_dir(cfg.checkpoint.save_dir, "checkpoint.save_dir") if owned else \
+            nullcontext(Path(cfg.checkpoint.save_dir)) as run_dir, \
+            folder_lock(run_dir, "training into") if owned else nullcontext():
         run = start_run(cfg, world, resume, init_from, live)
         with StopRequest() as stop:
             try:
