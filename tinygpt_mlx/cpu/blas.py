@@ -27,6 +27,8 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tinygpt_mlx.cpu import cache as cpu_cache
+
 # What libmlx.so imports from BLAS/LAPACK, plus OpenBLAS's own controls. Only these are renamed, so the copy
 # serves MLX without interposing on anything else in the process.
 MLX_BLAS_NAMES = (
@@ -73,11 +75,7 @@ _handle: ctypes.CDLL | None = None
 
 def cache_dir() -> Path:
     """Where the renamed OpenBLAS copy lives: $TINYGPT_BLAS_CACHE, else the user's cache directory."""
-    override = os.environ.get("TINYGPT_BLAS_CACHE")
-    if override:
-        return Path(override)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tinygpt_mlx" / "blas"
+    return cpu_cache.cache_dir("blas", "TINYGPT_BLAS_CACHE")
 
 
 def cpu_simd() -> str:
@@ -119,19 +117,6 @@ def _patchelf() -> str | None:
     return shutil.which("patchelf")
 
 
-@contextlib.contextmanager
-def _locked(directory: Path):
-    import fcntl
-
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def renamed_copy(source: Path) -> Path | None:
     """A cached copy of the pip OpenBLAS whose MLX-facing symbols lost their `scipy_` prefix (None: no patchelf)."""
     stat = source.stat()
@@ -144,7 +129,7 @@ def renamed_copy(source: Path) -> Path | None:
     patchelf = _patchelf()
     if patchelf is None:
         return None
-    with _locked(directory):
+    with cpu_cache.locked(directory):
         if target.exists():  # another process made it while this one waited
             return target
         partial = directory / f"{COPY_NAME}.partial"

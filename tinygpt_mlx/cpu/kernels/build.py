@@ -17,9 +17,10 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+
+from tinygpt_mlx.cpu.cache import cache_dir, locked
 
 SOURCE_DIR = Path(__file__).parent / "csrc"
 MODULE_NAME = "_tinygpt_kernels"
@@ -33,11 +34,7 @@ class BuildError(RuntimeError):
 
 def cache_root() -> Path:
     """Where built kernels live: $TINYGPT_KERNEL_CACHE, else the user's cache directory."""
-    override = os.environ.get("TINYGPT_KERNEL_CACHE")
-    if override:
-        return Path(override)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tinygpt_mlx" / "kernels"
+    return cache_dir("kernels", "TINYGPT_KERNEL_CACHE")
 
 
 def compiler() -> str:
@@ -124,22 +121,6 @@ def _commands(cxx: str, paths: dict[str, str], objects: Path, output: Path) -> t
     return compiles, link
 
 
-@contextmanager
-def _locked(directory: Path):
-    directory.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # no POSIX locks (Windows): builds race at worst, os.replace keeps them whole
-        yield
-        return
-    with open(directory / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _run_all(commands: list[list[str]], log: Path, what: str) -> None:
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for cmd in commands]
@@ -169,7 +150,7 @@ def build(verbose: bool = False) -> Path:
     output = directory / (MODULE_NAME + sysconfig.get_config_var("EXT_SUFFIX"))
     if output.exists():
         return output
-    with _locked(directory):
+    with locked(directory):
         if output.exists():  # another process built it while we waited for the lock
             return output
         if verbose:
