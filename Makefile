@@ -35,7 +35,7 @@ demo: setup
 	$(BIN)/tinygpt env --no-hub
 	$(BIN)/tinygpt data prepare --config configs/demo.yaml
 	$(BIN)/tinygpt train --config configs/demo.yaml --save_dir $(DEMO_DIR) --seed $(SEED) --resume auto
-	$(BIN)/tinygpt eval --config configs/demo.yaml --checkpoint_dir $(DEMO_DIR) --output_dir results/demo_eval
+	$(BIN)/tinygpt eval --config configs/demo.yaml --checkpoint_dir $(DEMO_DIR) --output_dir results/demo_eval --full
 	$(BIN)/tinygpt sample --checkpoint $(DEMO_DIR)/best --prompt "Once upon a time" --num-samples 3 --seed $(SEED)
 
 train: setup
