@@ -4,8 +4,8 @@
 # Every step resumes where it stopped: after an interruption (Ctrl-C, a kill, a crash) run it again.
 #
 # Budget on the 2-core CPU, estimated (<= 2 hours in all; see docs/seal.md for how the numbers were had):
-#   data prepare: byte-level BPE of 4,096 tokens on the 15 MB excerpt      about a minute
-#   base model: STEPS=2000 updates of 16 x 256 tokens (8.2M tokens)        about 17 minutes (~8,000 tokens/s)
+#   data prepare: byte-level BPE of 2,048 tokens on the 15 MB excerpt      about a minute
+#   base model: STEPS=2572 updates of 8 x 256 tokens (5.3M tokens)         about 15 minutes
 #   seal adapt: configs/ablation_seal.yaml (2,700 inner-loop runs)          about 45 minutes at worst
 #   seal analyze: table, paired bootstrap, plots                            under a minute
 # Outputs: $BASE (the base model's run folder), $SEAL_RUN (adapt.jsonl, policies, plots; not committed)
@@ -17,14 +17,13 @@ cd "$(dirname "$0")/.."
 # The tinygpt on PATH, else the Makefile's .venv; BIN=/path/to/venv/bin overrides both.
 BIN=${BIN:-$(dirname "$(command -v tinygpt || echo .venv/bin/tinygpt)")}
 DATA=${DATA:-../shared/data/tinystories-15mb}
-# The base model: the quality recipe of configs/demo.yaml (BPE 4096, GPT-2 blocks d256 / 4 layers, which train
-# about 3x faster on a CPU than llama blocks of the same size) with 256 positions, so a prompt (context + template)
-# and a 64-token self-edit fit; 16 x 256 keeps the recipe's 4,096 tokens per step. About 17 minutes on 2 cores.
-# Point BASE_CONFIG / BASE_OVERRIDES at another recipe to change it (overrides are split on spaces: write lists
-# without them, e.g. -o seal.ranks=[4,8]).
-BASE_CONFIG=${BASE_CONFIG:-configs/demo.yaml}
-BASE_OVERRIDES=${BASE_OVERRIDES:-"-o model.max_seq_len=256 -o data.block_size=256 -o data.batch_size=16"}
-STEPS=${STEPS:-2000}
+# The base model: configs/base_config.yaml, the quality recipe's 15-minute run (BPE 2048, GPT-2 blocks d256 /
+# 4 layers; 0.994 bits/byte, docs/recipe.md), with 256 positions so a prompt (context + template) and a 64-token
+# self-edit fit; 8 x 256 keeps its 2,048 tokens per step. Point BASE_CONFIG / BASE_OVERRIDES at another recipe to
+# change it (overrides are split on spaces: write lists without them, e.g. -o seal.ranks=[4,8]).
+BASE_CONFIG=${BASE_CONFIG:-configs/base_config.yaml}
+BASE_OVERRIDES=${BASE_OVERRIDES:-"-o model.max_seq_len=256 -o data.block_size=256 -o data.batch_size=8"}
+STEPS=${STEPS:-2572}
 BASE=${BASE:-checkpoints/seal_base}
 SEAL_CONFIG=${SEAL_CONFIG:-configs/ablation_seal.yaml}
 SEAL_OVERRIDES=${SEAL_OVERRIDES:-}
