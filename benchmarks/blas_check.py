@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import tinygpt_mlx  # noqa: F401 - loads the fast BLAS before mlx.core
 
@@ -19,18 +18,13 @@ import mlx.core as mx  # isort: skip
 import numpy as np
 from threadpoolctl import threadpool_info
 
+from tinygpt_mlx.bench import median_time
 from tinygpt_mlx.envinfo import blas_record, cpu_model
 
 
 def gflops(run, n: int, repeats: int = 5) -> float:
     """Median throughput of run() (one n x n x n matmul) over repeats, after one warm-up."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times) / 1e9
+    return 2 * n**3 / median_time(run, repeats, warmup=1)[0] / 1e9
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ import mlx.core as mx
 
 import mlx.nn as nn
 
-from tinygpt_mlx.bench import _median_time
+from tinygpt_mlx.bench import median_time
 from tinygpt_mlx.config import ModelConfig
 from tinygpt_mlx.cpu import blas
 from tinygpt_mlx.cpu.gelu import gelu_arith
@@ -51,7 +51,7 @@ print(statistics.median(ts[2:]) * 1e3)
 
 def timed(fn, repeats: int) -> float:
     """Median milliseconds of fn() after two warm-up calls (the bench's own timer)."""
-    return _median_time(fn, repeats, warmup=2)[0] * 1e3
+    return median_time(fn, repeats, warmup=2)[0] * 1e3
 
 
 def on_two_threads(make_work) -> None:

@@ -84,7 +84,8 @@ def model_config(size: str, seq_len: int, arch: str = "gpt2") -> ModelConfig:
     return ModelConfig(arch=arch, d_model=d, n_layers=n_layers, n_heads=n_heads, max_seq_len=seq_len)
 
 
-def _median_time(fn, steps: int, warmup: int) -> tuple[float, list[float]]:
+def median_time(fn, steps: int, warmup: int) -> tuple[float, list[float]]:
+    """Median seconds of fn() over `steps` calls after `warmup` untimed ones, and every timing."""
     for _ in range(warmup):
         fn()
     times = []
@@ -123,7 +124,7 @@ def bench_train(cfg: ModelConfig, s: BenchSettings, gemm_gflops: float) -> dict:
         mx.eval(loss, step.state)
 
     mx.reset_peak_memory()
-    seconds, times = _median_time(one, s.steps, s.warmup)
+    seconds, times = median_time(one, s.steps, s.warmup)
     tokens = batch * T
     fpt = flops_per_token(cfg, s.vocab, T, include_head=True)
     achieved = fpt * tokens / seconds / 1e9
@@ -153,7 +154,7 @@ def bench_prefill(cfg: ModelConfig, s: BenchSettings, gemm_gflops: float) -> dic
         mx.eval(model(prompt, model.make_cache())[:, -1, :])
 
     mx.reset_peak_memory()
-    seconds, _ = _median_time(one, s.steps, s.warmup)
+    seconds, _ = median_time(one, s.steps, s.warmup)
     fpt = flops_per_token(cfg, s.vocab, T, include_head=True) / 3  # forward only
     achieved = fpt * T / seconds / 1e9
     return {"tokens_per_s": T / seconds, "ms": seconds * 1e3, "prompt_tokens": T, "flops_per_token": fpt,
