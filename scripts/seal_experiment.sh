@@ -3,10 +3,10 @@
 #   bash scripts/seal_experiment.sh
 # Every step resumes where it stopped: after an interruption (Ctrl-C, a kill, a crash) run it again.
 #
-# Budget on the 2-core CPU, estimated (<= 2 hours in all; see docs/seal.md for how the numbers were had):
-#   data prepare: byte-level BPE of 2,048 tokens on the 15 MB excerpt      about a minute
-#   base model: STEPS=2572 updates of 8 x 256 tokens (5.3M tokens)         about 15 minutes
-#   seal adapt: configs/ablation_seal.yaml (2,700 inner-loop runs)          about 45 minutes at worst
+# Budget on the 2-core CPU (<= 2 hours; measured, with a scaling grid sharing the cores: docs/seal.md#budget):
+#   data prepare: byte-level BPE of 2,048 tokens on the 15 MB excerpt      under a minute (cached after)
+#   base model: STEPS=2572 updates of 8 x 256 tokens (5.3M tokens)         22 minutes (about 14 alone)
+#   seal adapt: configs/ablation_seal.yaml (2,700 inner-loop runs)          73 minutes with one BLAS thread
 #   seal analyze: table, paired bootstrap, plots                            under a minute
 # Outputs: $BASE (the base model's run folder), $SEAL_RUN (adapt.jsonl, policies, plots; not committed)
 # and $OUT (seal_contexts.csv, seal_rounds.csv, seal_table.md/.csv, plots: small, committed), from which
