@@ -122,7 +122,7 @@ JOINT = {"E": 1.8, "A": 113.0, "alpha": 0.35, "B": 81.0, "beta": 0.3}
 
 
 def _joint_grid(sigma: float = 0.003) -> list[dict]:
-    """A 5 x 5 grid like configs/scaling_joint.yaml's (its N and D), losses from JOINT with noise."""
+    """A 5 x 5 grid of configs/scaling_joint.yaml's sizes, losses from JOINT with noise."""
     rng = np.random.default_rng(2)
     rows = []
     for n in (100_096, 335_712, 793_344, 1_546_720, 2_669_568):

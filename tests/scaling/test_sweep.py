@@ -121,7 +121,7 @@ def test_base_config_is_relative_to_the_sweep_file(tmp_path):
 
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = ["scaling_width", "scaling_depth", "scaling_context", "scaling_data", "scaling_joint",
+SHIPPED = ["scaling_width", "scaling_depth", "scaling_context", "scaling_data", "scaling_joint", "lr_probe",
            "ablation_optimizer", "ablation_tokenizer"]
 
 
@@ -151,11 +151,12 @@ def test_joint_grid_scales_width_and_depth_together_with_a_learning_rate_per_siz
     for run in runs:
         cfg = run.config
         assert (cfg.data.tokenizer, cfg.data.bpe_vocab_size, cfg.data.batch_size, cfg.data.block_size) == \
-            ("bpe", 4096, 32, 128)
-        # The rule in the file's comments: lr = 3e-3 * sqrt(256 / d_model), min_lr = lr / 10, warmup 5%.
-        assert cfg.optim.lr == pytest.approx(3e-3 * (256 / cfg.model.d_model) ** 0.5, rel=2e-3)
+            ("bpe", 2048, 16, 128)
+        # The rule in the file's comments (configs/lr_probe.yaml): lr = 1.56e-3 * (192 / d_model)^0.66,
+        # min_lr = lr / 10, warmup 5% of the budget but at least 30 steps.
+        assert cfg.optim.lr == pytest.approx(1.56e-3 * (192 / cfg.model.d_model) ** 0.66, rel=5e-3)
         assert cfg.schedule.min_lr == pytest.approx(cfg.optim.lr / 10)
-        assert cfg.schedule.warmup_steps == -(-cfg.schedule.max_steps // 20)
+        assert cfg.schedule.warmup_steps == max(30, -(-cfg.schedule.max_steps // 20))
         assert cfg.schedule.lr_schedule == "cosine" and cfg.optim.optimizer == "adamw"
         assert cfg.eval.eval_subset == 131072
     # Largest runs first, so two workers (--jobs 2) finish close together.
