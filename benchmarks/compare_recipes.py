@@ -5,9 +5,10 @@
 
 Default: the demo candidates of docs/recipe.md: configs/recipe/baseline_demo_bpe2048.yaml (the demo recipe before
 the recipe search, with a 2,048-token BPE), configs/recipe/demo_d256_bpe4096.yaml and configs/recipe/demo_small.yaml;
-configs/demo.yaml is the first one given the whole budget. A sweep file (e.g. configs/ablation_architecture.yaml) stands for each of its runs. Each recipe is first timed for a few steps (after compilation); its step count is then set
-so that its training fits the budget, its schedule annealing within it, and it trains from scratch in its own
-`tinygpt train` process. `tinygpt eval --full` scores the last checkpoint. Writes comparison.json and prints a
+configs/demo.yaml is the first one given the whole budget. A sweep file (e.g. configs/ablation_architecture.yaml)
+stands for each of its runs. Each recipe is first timed for a few steps (after compilation); its step count is
+then set so that its training fits the budget, its schedule annealing within it, and it trains from scratch in
+its own `tinygpt train` process. `tinygpt eval --full` scores the last checkpoint. Writes comparison.json and prints a
 table with the CPU model, each recipe's steps, training seconds and val bits/byte.
 """
 

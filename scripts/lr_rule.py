@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tinygpt_mlx.scaling.lr_rule import best_lr, fit_lr_rule
+from tinygpt_mlx.scaling.lr_rule import fit_lr_rule
 from tinygpt_mlx.scaling.runs import read_summary
 
 GRID_WIDTHS = (192, 160, 128, 96, 64)
@@ -30,7 +30,7 @@ def main() -> int:
         return 2
     for d, points in sorted(by_width.items()):
         probed = ", ".join(f"{lr:.0e}: {loss:.4f}" for lr, loss in sorted(points))
-        print(f"d_model {d}: {probed} -> best lr {best_lr(points):.2e}")
+        print(f"d_model {d}: {probed} -> best lr {rule.lr(d):.2e}")
     print(f"lr(d) = {rule.lr_ref:.2e} * ({rule.d_ref} / d)^{rule.exponent:.2f}")
     print("  ".join(f"d{d}: {rule.lr(d):.2e}" for d in GRID_WIDTHS))
     return 0

@@ -7,6 +7,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 
 def best_lr(points: list[tuple[float, float]]) -> float:
     """The lr minimising a parabola in log2(lr) through the lowest-loss point and its neighbours.
@@ -20,12 +22,10 @@ def best_lr(points: list[tuple[float, float]]) -> float:
     i = min(range(len(points)), key=lambda j: points[j][1])
     if i == 0 or i == len(points) - 1:
         return points[i][0]
-    (x0, y0), (x1, y1), (x2, y2) = [(math.log2(lr), loss) for lr, loss in points[i - 1:i + 2]]
-    denom = (x0 - x1) * (x0 - x2) * (x1 - x2)
-    a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / denom
-    b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / denom
-    x = -b / (2 * a) if a > 0 else x1
-    return 2.0 ** min(max(x, x0), x2)
+    xs = [math.log2(lr) for lr, _ in points[i - 1:i + 2]]
+    a, b, _ = np.polyfit(xs, [loss for _, loss in points[i - 1:i + 2]], 2)
+    x = -b / (2 * a) if a > 0 else xs[1]
+    return 2.0 ** min(max(x, xs[0]), xs[2])
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,10 @@ class LrRule:
 
 
 def fit_lr_rule(rows: list[dict[str, Any]], loss: str = "final_val_loss") -> tuple[LrRule, dict[int, list]]:
-    """The rule through the best lr of each of exactly two widths, from finished sweep-summary rows."""
+    """The rule through the best lr of each of exactly two widths, from finished sweep-summary rows.
+
+    Returns the rule (whose lr at either width is that width's best lr) and the probed (lr, loss) per width.
+    """
     by_width: dict[int, list[tuple[float, float]]] = defaultdict(list)
     for row in rows:
         if row.get("status") == "done" and isinstance(row.get(loss), (int, float)):
